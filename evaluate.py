@@ -1,0 +1,26 @@
+"""Evaluate a checkpoint: ``python evaluate.py ckpt_path=RUN/checkpoints/epoch_007.ckpt data=dfdc data.root=...``.
+
+Prints a markdown table and writes ``results.json`` (metrics, config, git commit, checkpoint SHA-256),
+``results.md``, ``results.csv`` and ``video_predictions.csv`` into the evaluation run directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("FACEFORGE_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; see conf/evaluate.yaml."""
+    from faceforge.runs.evaluation import evaluate
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: official-layout readers, face extraction, the face index, datasets and DataModules."""

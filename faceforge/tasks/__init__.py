@@ -1,0 +1,1 @@
+"""LightningModules: they own losses, metrics and optimisation; the networks they wrap are plain nn.Modules."""

@@ -1,0 +1,73 @@
+"""Checkpoints that hold primitive data only, and rebuilding a task from one.
+
+Lightning checkpoints written by faceforge tasks carry ``hyper_parameters`` made of primitives (the network's
+Hydra config as a YAML string in ``net_spec``) and a ``faceforge`` entry naming the task class, so that
+:func:`load_task` rebuilds the task with ``torch.load(weights_only=True)``: no pickled objects, no code run on load.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import faceforge
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or lacks what faceforge needs to rebuild the task."""
+
+
+class FaceforgeCheckpointMixin:
+    """Adds the task's class path and faceforge's version to every checkpoint (LightningModule mixin)."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        cls = type(self)
+        checkpoint["faceforge"] = {"task_class": f"{cls.__module__}.{cls.__qualname__}",
+                                   "version": faceforge.__version__}
+
+
+def load_task(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Rebuild a faceforge task (network + weights) from a checkpoint, loading it with ``weights_only=True``.
+
+    Args:
+        ckpt_path: a ``.ckpt`` written by ``train.py``.
+        map_location: device for the tensors.
+
+    Returns:
+        The task (a LightningModule) in eval mode.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, was not written by a faceforge task, or its
+            ``net_spec`` does not build a network whose weights match.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for corrupt files
+        raise CheckpointError(f"checkpoint {path} could not be read with weights_only=True: {exc}") from exc
+    info = ckpt.get("faceforge")
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    if not info or "task_class" not in info:
+        raise CheckpointError(f"checkpoint {path} was not written by a faceforge task (no 'faceforge' entry)")
+    if not hparams.get("net_spec"):
+        raise CheckpointError(f"checkpoint {path} has no 'net_spec' hyperparameter: cannot rebuild the network")
+    module_name, _, cls_name = info["task_class"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} names task class {info['task_class']!r}, not found") from exc
+    net = instantiate(OmegaConf.create(hparams["net_spec"]), _convert_="all")
+    task = cls(net=net, **hparams)
+    try:
+        task.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the network its net_spec builds: {exc}") \
+            from exc
+    return task.eval()

@@ -1,0 +1,181 @@
+"""Binary deepfake detection task (image-level models such as Meso-4 and MesoInception-4).
+
+The task owns the loss, the metrics and the optimisation; the wrapped network is a plain ``nn.Module`` mapping
+float images in [0, 1] of shape (B, 3, H, W) to logits for "fake" of shape (B,) (or (B, 1)).
+
+Batches are dicts from :class:`faceforge.data.datasets.FaceCropDataset`: ``image`` uint8 (B, 3, H, W) (converted to
+float and scaled by 1/255 here, on the device), ``label`` int64 (B,) with 1 = fake, ``video_idx`` and
+``method_idx`` int64 (B,).
+
+Metrics (per stage, torchmetrics objects, never ``sync_dist`` averages of AUC or F1): frame-level accuracy,
+precision, recall, F1, AUROC, EER and AP, and the same at video level (frame probabilities aggregated per video id:
+mean by default, max, or the MesoNet vote fraction). On test, per manipulation method as in FaceForensics++
+(the fakes of one method against all real samples), with a confusion matrix and a ROC curve saved as PNG and logged
+to W&B when a W&B logger is attached.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import BinaryAccuracy
+
+from faceforge.metrics.detection import DetectionScores, detection_report
+from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
+from faceforge.tasks.optim import build_optimizer, build_scheduler
+
+#: Metrics logged per stage (keys of :func:`faceforge.metrics.detection.binary_detection_metrics`).
+LOGGED_METRICS = ("auc", "eer", "ap", "acc", "precision", "recall", "f1")
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """Convert a batch of uint8 images (B, 3, H, W) in 0..255 to float32 in [0, 1]; float input passes through."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    return images.float()
+
+
+class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
+    """LightningModule for binary (real/fake) face-crop classification.
+
+    Args:
+        net: network mapping (B, 3, H, W) float images in [0, 1] to (B,) or (B, 1) logits for "fake".
+        loss: ``"bce"`` (binary cross-entropy on the logit; default) or ``"mse"`` (mean squared error on the
+            sigmoid, the loss of the MesoNet paper, Afchar et al. 2018, Sec. 4).
+        optimizer: primitive optimiser spec, e.g. ``{"name": "adam", "lr": 1e-3}`` (MesoNet's Adam, lr 1e-3).
+        scheduler: primitive scheduler spec (see :func:`faceforge.tasks.optim.build_scheduler`) or None.
+        video_aggregation: how frame probabilities become a video probability: ``mean``, ``max`` or ``vote``.
+        threshold: decision threshold on P(fake) for accuracy, precision, recall, F1 and confusion matrices.
+        monitor: the validation metric the checkpoint is chosen on (``val/auc``).
+        net_spec: YAML of the network's Hydra config, stored in checkpoints so that they rebuild the network
+            (set by ``train.py``; a primitive string, so checkpoints load with ``weights_only=True``).
+
+    Raises:
+        ValueError: unknown ``loss`` or ``video_aggregation``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: str = "bce",
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        video_aggregation: str = "mean",
+        threshold: float = 0.5,
+        monitor: str = "val/auc",
+        net_spec: str | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in ("bce", "mse"):
+            raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
+        if video_aggregation not in ("mean", "max", "vote"):
+            raise ValueError(f"video_aggregation must be 'mean', 'max' or 'vote', got {video_aggregation!r}")
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.train_acc = BinaryAccuracy(threshold=threshold)
+        self.val_scores = DetectionScores()
+        self.test_scores = DetectionScores()
+        #: filled at the end of a test epoch: the full report (frame, video, per-method metrics)
+        self.test_report: dict[str, Any] | None = None
+        #: filled at the end of a test epoch: concatenated per-frame scores (probs, labels, video_idx, group_idx)
+        self.test_outputs: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ forward / loss
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for "fake", shape (B,) float32, for images uint8 (B,3,H,W) or float in [0, 1]."""
+        logits = self.net(images_to_float(images))
+        return logits.reshape(logits.shape[0])
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The configured loss between (B,) logits and (B,) {0,1} labels (a 0-d tensor)."""
+        target = labels.to(logits.dtype)
+        if self.hparams.loss == "mse":
+            return F.mse_loss(torch.sigmoid(logits), target)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.compute_loss(logits, batch["label"])
+        self.train_acc(torch.sigmoid(logits.detach()), batch["label"])
+        bs = logits.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: Mapping[str, torch.Tensor], scores: DetectionScores, stage: str) -> None:
+        logits = self(batch["image"])
+        loss = self.compute_loss(logits, batch["label"])
+        scores.update(torch.sigmoid(logits.float()), batch["label"], batch["video_idx"], batch["method_idx"])
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0], sync_dist=True)
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_scores, "val")
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_scores, "test")
+
+    # ------------------------------------------------------------------ epoch ends
+    def _report(self, scores: DetectionScores, group_names: list[str] | None) -> tuple[dict[str, Any], dict]:
+        raw = scores.compute()
+        scores.reset()
+        report = detection_report(raw, group_names=group_names, video_aggregation=self.hparams.video_aggregation,
+                                  threshold=self.hparams.threshold)
+        return report, raw
+
+    def _log_report(self, stage: str, report: Mapping[str, Any]) -> None:
+        flat: dict[str, float] = {}
+        for name in LOGGED_METRICS:
+            flat[f"{stage}/{name}"] = float(report["frame"][name])
+            flat[f"{stage}/video_{name}"] = float(report["video"][name])
+        for method, per in report.get("per_method", {}).items():
+            for level in ("frame", "video"):
+                for name in ("auc", "eer", "acc"):
+                    flat[f"{stage}/{method}/{level}_{name}"] = float(per[level][name])
+        self.log_dict(flat)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.val_scores.update_called:
+            return
+        report, _ = self._report(self.val_scores, None)
+        self._log_report("val", report)
+
+    def on_test_epoch_end(self) -> None:
+        if not self.test_scores.update_called:
+            return
+        group_names = list(getattr(getattr(self.trainer, "datamodule", None), "method_names", None) or []) or None
+        report, raw = self._report(self.test_scores, group_names)
+        self._log_report("test", report)
+        self.test_report = report
+        self.test_outputs = {k: v.detach().cpu() for k, v in raw.items()}
+        if self.trainer.is_global_zero:
+            self._save_plots(raw)
+
+    def _save_plots(self, raw: Mapping[str, torch.Tensor]) -> None:
+        from faceforge.visualization.plots import save_confusion_matrix_png, save_roc_curve_png
+
+        out_dir = Path(self.trainer.default_root_dir) / "plots"
+        probs, labels = raw["probs"].cpu(), raw["labels"].cpu()
+        paths = {
+            "test/confusion_matrix": save_confusion_matrix_png(probs, labels, out_dir / "test_confusion_matrix.png",
+                                                               threshold=self.hparams.threshold,
+                                                               title="test, frame level"),
+            "test/roc_curve": save_roc_curve_png(probs, labels, out_dir / "test_roc_curve.png",
+                                                 title="test, frame level"),
+        }
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):  # WandbLogger
+                for key, path in paths.items():
+                    logger.log_image(key=key, images=[str(path)])
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

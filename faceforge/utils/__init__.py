@@ -1,0 +1,1 @@
+"""Small utilities shared across faceforge (atomic file writes, run metadata)."""

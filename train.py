@@ -1,0 +1,29 @@
+"""Train a faceforge model: ``python train.py model=meso4 data=ffpp data.root=/path/to/FaceForensics++``.
+
+Composes conf/train.yaml with the overrides given on the command line and runs
+:func:`faceforge.runs.training.train`. Returns the sweep metric (``optimized_metric``) to Hydra sweepers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("FACEFORGE_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; see conf/train.yaml."""
+    from faceforge.runs.training import train
+
+    result = train(cfg)
+    metric = cfg.get("optimized_metric")
+    value = result["metrics"].get(metric) if metric else None
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()
