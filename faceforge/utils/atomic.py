@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -52,12 +53,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
-    """Serialise ``obj`` as JSON (sorted keys, UTF-8) and write it to ``path`` atomically.
+    """Serialise ``obj`` as strict JSON (sorted keys, UTF-8) and write it to ``path`` atomically.
+
+    NaN and infinite floats (undefined metrics, e.g. AUC with one class) are written as ``null``, so that any
+    JSON parser reads the file.
 
     Raises:
         TypeError: if ``obj`` holds something JSON cannot encode.
     """
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+    text = json.dumps(_strict(obj), indent=indent, sort_keys=True, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def _strict(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return _strict(obj.item())
+    return obj
 
 
 def _json_default(o: Any) -> Any:
