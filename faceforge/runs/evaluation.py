@@ -1,6 +1,9 @@
 """Evaluation run: rebuild a task from a checkpoint (``weights_only=True``), test it on a data module, and write
-a reproducible results JSON (metrics, config, commit, checkpoint hash, data summary), a markdown table and a
-per-video predictions CSV."""
+a reproducible results JSON (metrics, config, commit, checkpoint hash, data summary), a markdown and CSV table,
+and the task's own test outputs (per-video predictions for detection).
+
+A task used here provides ``test_report`` (filled by ``trainer.test``), ``result_table(report, dataset) ->
+(rows, columns)`` and ``write_test_outputs(output_dir, datamodule) -> list[Path]``."""
 from __future__ import annotations
 
 import hashlib
@@ -9,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from faceforge.metrics.detection import aggregate_by_video
-from faceforge.reporting.tables import csv_table, detection_rows, markdown_table, write_video_predictions
+from faceforge.reporting.tables import csv_table, markdown_table
 from faceforge.runs.common import RunConfigError, instantiate_group, project_root
 from faceforge.tasks.checkpointing import load_task
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
@@ -68,27 +69,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     results_path = Path(cfg.results_path)
     atomic_write_json(results_path, results)
-    rows = detection_rows(report, dataset=str(cfg.data.name))
-    table = markdown_table(rows)
+    rows, columns = task.result_table(report, str(cfg.data.name))
+    table = markdown_table(rows, columns)
     atomic_write_text(results_path.with_suffix(".md"), table)
-    atomic_write_text(results_path.with_suffix(".csv"), csv_table(rows))
-    _write_video_predictions(task, datamodule, results_path.with_name("video_predictions.csv"))
+    atomic_write_text(results_path.with_suffix(".csv"), csv_table(rows, columns))
+    task.write_test_outputs(results_path.parent, datamodule)
     print(table)
     log.info("Results written to %s", results_path)
     return results
-
-
-def _write_video_predictions(task: Any, datamodule: Any, path: Path) -> None:
-    out = task.test_outputs
-    video_ids = getattr(datamodule, "video_ids", None)
-    method_names = getattr(datamodule, "method_names", None)
-    if not out or video_ids is None or method_names is None or out["probs"].numel() == 0:
-        return
-    how = task.hparams.video_aggregation
-    vprobs, vlabels, vidx = aggregate_by_video(out["probs"], out["labels"], out["video_idx"], how=how,
-                                               threshold=task.hparams.threshold)
-    frames = torch.bincount(out["video_idx"], minlength=int(vidx.max()) + 1)[vidx]
-    first_row = {int(v): int(g) for v, g in zip(out["video_idx"].tolist(), out["group_idx"].tolist())}
-    write_video_predictions(path, [video_ids[i] for i in vidx.tolist()],
-                            [method_names[first_row[i]] for i in vidx.tolist()], vlabels, vprobs, frames,
-                            threshold=task.hparams.threshold)

@@ -51,6 +51,7 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         video_aggregation: how frame probabilities become a video probability: ``mean``, ``max`` or ``vote``.
         threshold: decision threshold on P(fake) for accuracy, precision, recall, F1 and confusion matrices.
         monitor: the validation metric the checkpoint is chosen on (``val/auc``).
+        monitor_mode: ``max`` or ``min``: whether a larger ``monitor`` is better.
         net_spec: YAML of the network's Hydra config, stored in checkpoints so that they rebuild the network
             (set by ``train.py``; a primitive string, so checkpoints load with ``weights_only=True``).
 
@@ -67,6 +68,7 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         video_aggregation: str = "mean",
         threshold: float = 0.5,
         monitor: str = "val/auc",
+        monitor_mode: str = "max",
         net_spec: str | None = None,
     ) -> None:
         super().__init__()
@@ -171,6 +173,38 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             if hasattr(logger, "log_image"):  # WandbLogger
                 for key, path in paths.items():
                     logger.log_image(key=key, images=[str(path)])
+
+    # ------------------------------------------------------------------ evaluation outputs
+    def result_table(self, report: Mapping[str, Any], dataset: str) -> tuple[list[dict[str, Any]], Any]:
+        """Rows and (key, title) columns of the results table for a test report (used by evaluate.py)."""
+        from faceforge.reporting.tables import DETECTION_COLUMNS, detection_rows
+
+        return detection_rows(report, dataset=dataset), DETECTION_COLUMNS
+
+    def write_test_outputs(self, output_dir: str | Path, datamodule: Any) -> list[Path]:
+        """Write ``video_predictions.csv`` (one row per test video) into ``output_dir``; return the paths written.
+
+        Needs the data module's ``video_ids`` and ``method_names`` (the lookups behind ``video_idx`` and
+        ``method_idx``); writes nothing when they or the test outputs are absent.
+        """
+        from faceforge.metrics.detection import aggregate_by_video
+        from faceforge.reporting.tables import write_video_predictions
+
+        out = self.test_outputs
+        video_ids = getattr(datamodule, "video_ids", None)
+        method_names = getattr(datamodule, "method_names", None)
+        if not out or video_ids is None or method_names is None or out["probs"].numel() == 0:
+            return []
+        vprobs, vlabels, vidx = aggregate_by_video(out["probs"], out["labels"], out["video_idx"],
+                                                   how=self.hparams.video_aggregation,
+                                                   threshold=self.hparams.threshold)
+        frames = torch.bincount(out["video_idx"], minlength=int(vidx.max()) + 1)[vidx]
+        method_of = {int(v): int(g) for v, g in zip(out["video_idx"].tolist(), out["group_idx"].tolist())}
+        path = write_video_predictions(Path(output_dir) / "video_predictions.csv",
+                                       [video_ids[i] for i in vidx.tolist()],
+                                       [method_names[method_of[i]] for i in vidx.tolist()], vlabels, vprobs,
+                                       frames, threshold=self.hparams.threshold)
+        return [path]
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
