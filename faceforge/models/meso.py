@@ -61,9 +61,9 @@ def _same_conv(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Co
     return nn.Conv2d(in_ch, out_ch, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, bias=True)
 
 
-def _keras_bn(ch: int) -> nn.BatchNorm2d:
+def _keras_bn(ch: int, momentum: float | None = _TORCH_BN_MOMENTUM) -> nn.BatchNorm2d:
     """BatchNorm with the Keras defaults (epsilon 1e-3, momentum 0.99 -> torch momentum 0.01)."""
-    return nn.BatchNorm2d(ch, eps=_KERAS_BN_EPS, momentum=_TORCH_BN_MOMENTUM)
+    return nn.BatchNorm2d(ch, eps=_KERAS_BN_EPS, momentum=momentum)
 
 
 class _MesoHead(nn.Module):
@@ -114,20 +114,24 @@ class Meso4(nn.Module):
         head_activation: activation after Dense(16): "leaky_relu" (authors), "relu", or None (identity).
         negative_slope: slope of the LeakyReLU (authors: 0.1).
         dropout: probability of the two head Dropout layers (authors: 0.5).
+        bn_momentum: torch BatchNorm momentum of the running statistics. The default 0.01 is Keras' 0.99; it
+            takes hundreds of steps to forget the initial running variance of 1.0 (the first layer's true
+            variance is orders of magnitude smaller), so short from-scratch runs evaluate badly with it: 0.1 or
+            None (cumulative average) settle in a few epochs. Loading the authors' weights is unaffected.
 
     Raises:
         ValueError: unknown ``head_activation``.
     """
 
     def __init__(self, head_activation: str | None = "leaky_relu", negative_slope: float = 0.1,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, bn_momentum: float | None = _TORCH_BN_MOMENTUM) -> None:
         super().__init__()
         _check_head_activation(head_activation)
         self.head_activation = head_activation
-        self.conv1, self.bn1 = _same_conv(3, 8, 3), _keras_bn(8)
-        self.conv2, self.bn2 = _same_conv(8, 8, 5), _keras_bn(8)
-        self.conv3, self.bn3 = _same_conv(8, 16, 5), _keras_bn(16)
-        self.conv4, self.bn4 = _same_conv(16, 16, 5), _keras_bn(16)
+        self.conv1, self.bn1 = _same_conv(3, 8, 3), _keras_bn(8, bn_momentum)
+        self.conv2, self.bn2 = _same_conv(8, 8, 5), _keras_bn(8, bn_momentum)
+        self.conv3, self.bn3 = _same_conv(8, 16, 5), _keras_bn(16, bn_momentum)
+        self.conv4, self.bn4 = _same_conv(16, 16, 5), _keras_bn(16, bn_momentum)
         self.head = _MesoHead(16 * 8 * 8, head_activation, negative_slope, dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,22 +204,26 @@ class MesoInception4(nn.Module):
         head_activation: activation after Dense(16): "leaky_relu" (authors), "relu", or None (identity).
         negative_slope: slope of the LeakyReLU (authors: 0.1).
         dropout: probability of the two head Dropout layers (authors: 0.5).
+        bn_momentum: torch BatchNorm momentum of the running statistics. The default 0.01 is Keras' 0.99; it
+            takes hundreds of steps to forget the initial running variance of 1.0 (the first layer's true
+            variance is orders of magnitude smaller), so short from-scratch runs evaluate badly with it: 0.1 or
+            None (cumulative average) settle in a few epochs. Loading the authors' weights is unaffected.
 
     Raises:
         ValueError: unknown ``head_activation``.
     """
 
     def __init__(self, head_activation: str | None = "leaky_relu", negative_slope: float = 0.1,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, bn_momentum: float | None = _TORCH_BN_MOMENTUM) -> None:
         super().__init__()
         _check_head_activation(head_activation)
         self.head_activation = head_activation
         self.inc1 = InceptionLayer(3, 1, 4, 4, 2)
-        self.bn1 = _keras_bn(self.inc1.out_channels)
+        self.bn1 = _keras_bn(self.inc1.out_channels, bn_momentum)
         self.inc2 = InceptionLayer(self.inc1.out_channels, 2, 4, 4, 2)
-        self.bn2 = _keras_bn(self.inc2.out_channels)
-        self.conv3, self.bn3 = _same_conv(self.inc2.out_channels, 16, 5), _keras_bn(16)
-        self.conv4, self.bn4 = _same_conv(16, 16, 5), _keras_bn(16)
+        self.bn2 = _keras_bn(self.inc2.out_channels, bn_momentum)
+        self.conv3, self.bn3 = _same_conv(self.inc2.out_channels, 16, 5), _keras_bn(16, bn_momentum)
+        self.conv4, self.bn4 = _same_conv(16, 16, 5), _keras_bn(16, bn_momentum)
         self.head = _MesoHead(16 * 8 * 8, head_activation, negative_slope, dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

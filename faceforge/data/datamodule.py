@@ -1,0 +1,381 @@
+"""LightningDataModule for frame-level deepfake detection over a face index.
+
+:class:`FaceDataModule` reads ``<faces_dir>/face_index.csv`` (written by face extraction, or by the synthetic
+generator for ``data=synthetic``), checks the crops, filters and subsamples rows, packs the crops into a
+:class:`~faceforge.data.crop_cache.CropCache` and serves train / val / test :class:`FaceCropDataset` loaders
+split by the index's ``split`` column. It knows nothing of models. Batches are dicts of ``image`` (uint8
+``(B, 3, S, S)``: float conversion and normalisation are done on the device by the task), ``label``,
+``video_idx``, ``method_idx`` and ``index`` (int64 ``(B,)``).
+"""
+from __future__ import annotations
+
+import json
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from faceforge.data.crop_cache import CropCache
+from faceforge.data.datasets import FaceCropDataset
+from faceforge.data.face_index import INDEX_FILENAME, SPLITS, FaceIndex
+
+log = logging.getLogger(__name__)
+
+#: How many missing / unreadable file names a warning and the report list.
+MAX_EXAMPLES = 5
+
+
+class FaceDataError(RuntimeError):
+    """The face data cannot be served: no index, an empty split, an unknown method; the message says what to do."""
+
+
+class SameSplitWarning(UserWarning):
+    """``same_split_for_all=True``: every split holds every row, so validation/test numbers mean nothing."""
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Train / val / test loaders of face crops from a face index.
+
+    Args:
+        name: dataset name for logs and reports (``ffpp``, ``synthetic``, ...).
+        faces_dir: folder holding ``face_index.csv`` and the crops it names.
+        builder: called as ``builder(output_dir=Path(faces_dir))`` by :meth:`prepare_data` when the index is
+            absent; it must write the index (face extraction for real datasets, the synthetic generator for
+            ``data=synthetic``).
+        root: the official dataset folder the faces come from (video datasets). When given, an existing index
+            whose ``face_index.meta.json`` records another root is refused, so two datasets never share a
+            ``faces_dir`` by accident.
+        batch_size: faces per batch.
+        num_workers: DataLoader worker processes.
+        pin_memory: pin host memory of batches (for GPU training).
+        persistent_workers: keep workers alive between epochs (used only when ``num_workers > 0``).
+        train_transform: albumentations transform for training (uint8 HWC RGB in and out; see
+            :class:`~faceforge.data.datasets.FaceCropDataset`).
+        eval_transform: albumentations transform for validation and test.
+        balance_classes: sample training faces with a seeded ``WeightedRandomSampler`` (with replacement,
+            ``len(train)`` draws per epoch) so that real and fake faces have equal expected frequency.
+        methods: keep only these manipulation methods (``original`` is always kept); None keeps all.
+        same_split_for_all: use ALL rows for train, val and test (smoke tests on tiny data only; warns loudly).
+        max_faces_per_video: keep at most this many faces per video, evenly spaced in (frame, face rank) order.
+        cache_crops: pack the crops into a uint8 memmap cache (built once in ``<faces_dir>/cache/``); False
+            decodes crop files on the fly.
+        image_size: side of the square images served, pixels (crops of another size are resized, see
+            :func:`~faceforge.data.image_io.resize_image`).
+        seed: seed of the training shuffle and of the balancing sampler.
+
+    Attributes (after :meth:`setup`):
+        video_ids: sorted unique ``video_id`` of the WHOLE index (before any filtering); ``video_idx`` indexes it.
+        method_names: sorted unique ``method`` of the whole index; ``method_idx`` indexes it.
+        video_lookup, method_lookup: the inverse dicts.
+        train_dataset, val_dataset, test_dataset: :class:`FaceCropDataset` (``test_dataset`` may be None).
+        split_indexes: split name -> :class:`FaceIndex` of the rows served.
+        cache: the :class:`CropCache` or None.
+        report: JSON-able dict of what was read, skipped and why (the train script logs it).
+
+    Raises:
+        FaceDataError: from :meth:`prepare_data` / :meth:`setup` when the index is absent and there is no builder,
+            from :meth:`setup` when ``train`` or ``val`` is empty or ``methods`` names an unknown method, from
+            :meth:`test_dataloader` when there is no test split.
+    """
+
+    def __init__(self, name: str, faces_dir: str, builder: Callable[..., Any] | None = None,
+                 root: str | None = None, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = False, train_transform: Callable[..., Any] | None = None,
+                 eval_transform: Callable[..., Any] | None = None, balance_classes: bool = False,
+                 methods: list[str] | None = None, same_split_for_all: bool = False,
+                 max_faces_per_video: int | None = None, cache_crops: bool = True, image_size: int = 256,
+                 seed: int = 0) -> None:
+        super().__init__()
+        # primitive copies (Hydra passes ListConfig / str paths): checkpoints must load with weights_only=True
+        name = str(name)
+        faces_dir = str(faces_dir)
+        root = str(root) if root is not None else None
+        methods = [str(m) for m in methods] if methods is not None else None
+        max_faces_per_video = int(max_faces_per_video) if max_faces_per_video is not None else None
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_faces_per_video is not None and max_faces_per_video < 1:
+            raise ValueError(f"max_faces_per_video must be >= 1 or None, got {max_faces_per_video}")
+        self.save_hyperparameters(ignore=["builder", "train_transform", "eval_transform"], logger=False)
+        self.name = name
+        self.faces_dir = Path(faces_dir)
+        self.builder = builder
+        self.root = Path(root) if root is not None else None
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.balance_classes = bool(balance_classes)
+        self.methods = methods
+        self.same_split_for_all = bool(same_split_for_all)
+        self.max_faces_per_video = max_faces_per_video
+        self.cache_crops = bool(cache_crops)
+        self.image_size = int(image_size)
+        self.seed = int(seed)
+
+        self.video_ids: list[str] = []
+        self.method_names: list[str] = []
+        self.video_lookup: dict[str, int] = {}
+        self.method_lookup: dict[str, int] = {}
+        self.train_dataset: FaceCropDataset | None = None
+        self.val_dataset: FaceCropDataset | None = None
+        self.test_dataset: FaceCropDataset | None = None
+        self.split_indexes: dict[str, FaceIndex] = {}
+        self.cache: CropCache | None = None
+        self.report: dict[str, Any] = {}
+        self._is_setup = False
+
+    # ------------------------------------------------------------------ preparation
+    @property
+    def index_path(self) -> Path:
+        """``<faces_dir>/face_index.csv``."""
+        return self.faces_dir / INDEX_FILENAME
+
+    def _no_index_message(self) -> str:
+        return (f"no face index at {self.index_path}: dataset '{self.name}' has not been prepared. Extract the faces "
+                f"first, e.g. `faceforge-extract-faces` with the dataset root and --output {self.faces_dir} (see "
+                f"`faceforge-extract-faces --help`), or use data=synthetic, which builds its own data")
+
+    def prepare_data(self) -> None:
+        """Make sure the face index exists: call ``builder(output_dir=Path(faces_dir))`` once if it is absent.
+
+        Runs in one process per node (Lightning's rule). Does nothing when the index is already there.
+
+        Raises:
+            FaceDataError: if the index is absent and there is no builder, or the builder did not write it.
+        """
+        if self.index_path.is_file():
+            self._check_root()
+            return
+        if self.builder is None:
+            raise FaceDataError(self._no_index_message())
+        log.info("face index %s absent: building it with %r", self.index_path, self.builder)
+        self.faces_dir.mkdir(parents=True, exist_ok=True)
+        self.builder(output_dir=Path(self.faces_dir))
+        if not self.index_path.is_file():
+            raise FaceDataError(f"the builder {self.builder!r} ran but did not write {self.index_path}")
+
+    def _check_root(self) -> None:
+        """Refuse an index extracted from another dataset root than ``root`` (when both are known)."""
+        if self.root is None:
+            return
+        meta_path = self.faces_dir / "face_index.meta.json"
+        try:
+            recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("root")
+        except (OSError, ValueError):
+            return
+        if recorded and Path(recorded).resolve() != self.root.resolve():
+            raise FaceDataError(f"{self.faces_dir} holds faces extracted from {recorded}, not from {self.root}: "
+                                f"point data.faces_dir to another folder for this dataset")
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` has rows (after :meth:`setup`; before it, True so that callers still try)."""
+        if not self._is_setup:
+            return True
+        return split in self.split_indexes and len(self.split_indexes[split]) > 0
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Read the index, check and filter rows, build the crop cache, and make the split datasets.
+
+        Idempotent: later calls (e.g. ``stage="test"`` after ``"fit"``) reuse the first result.
+
+        Raises:
+            FaceDataError: no index (call :meth:`prepare_data` / extract faces), an empty train or val split, or
+                ``methods`` naming a method absent from the index.
+            faceforge.data.face_index.FaceIndexError: malformed index file.
+            faceforge.data.crop_cache.CropCacheError: the cache cannot be written (e.g. disk full).
+        """
+        if self._is_setup:
+            return
+        if not self.index_path.is_file():
+            raise FaceDataError(self._no_index_message())
+        full = FaceIndex.read(self.index_path)
+        report: dict[str, Any] = {"dataset": self.name, "faces_dir": str(self.faces_dir),
+                                  "faces_in_index": len(full),
+                                  "videos_in_index": len(np.unique(full.columns["video_id"]))}
+        self.report = report  # filled in as we go, so a failed setup still shows how far it got
+        self.video_ids = sorted(set(full.columns["video_id"].tolist()))
+        self.method_names = sorted(set(full.columns["method"].tolist()))
+        self.video_lookup = {v: i for i, v in enumerate(self.video_ids)}
+        self.method_lookup = {m: i for i, m in enumerate(self.method_names)}
+
+        index = full
+        # rows whose split is not train/val/test are never served: count them
+        bad_split = ~np.isin(index.columns["split"], SPLITS)
+        report["unknown_split_rows"] = int(bad_split.sum())
+        if bad_split.any():
+            values = sorted(set(index.columns["split"][bad_split].tolist()))[:MAX_EXAMPLES]
+            warnings.warn(f"{self.index_path}: {int(bad_split.sum())} rows have a split other than {SPLITS} "
+                          f"({values}); they are not used", stacklevel=2)
+            if not self.same_split_for_all:
+                index = index.select(~bad_split)
+
+        # crop files that do not exist: skipped and counted
+        root = str(index.root)
+        exists = np.fromiter((os.path.isfile(os.path.join(root, p)) for p in index.columns["crop_path"].tolist()),
+                             dtype=bool, count=len(index))
+        missing = index.columns["crop_path"][~exists].tolist()
+        report["missing_crops"] = len(missing)
+        report["missing_examples"] = missing[:MAX_EXAMPLES]
+        if missing:
+            warnings.warn(f"{len(missing)} of {len(index)} crops listed in {self.index_path} do not exist and are "
+                          f"skipped, e.g. {missing[:MAX_EXAMPLES]}", stacklevel=2)
+            index = index.select(exists)
+
+        # methods filter ("original" is always kept)
+        if self.methods is not None:
+            unknown = sorted(set(self.methods) - set(self.method_names))
+            if unknown:
+                raise FaceDataError(f"methods {unknown} are not in {self.index_path}; it has {self.method_names}")
+            keep = np.isin(index.columns["method"], list(self.methods) + ["original"])
+            report["filtered_by_method"] = int((~keep).sum())
+            index = index.select(keep)
+        else:
+            report["filtered_by_method"] = 0
+
+        # at most max_faces_per_video faces per video, evenly spaced
+        if self.max_faces_per_video is not None:
+            keep_rows = _subsample_per_video(index, self.max_faces_per_video)
+            report["subsampled_away"] = int(len(index) - len(keep_rows))
+            index = index.select(keep_rows)
+        else:
+            report["subsampled_away"] = 0
+
+        # the crop cache (decodes every crop once: unreadable crops are found here, skipped and counted)
+        self.cache = None
+        report["unreadable_crops"] = 0
+        report["unreadable_examples"] = []
+        if self.cache_crops and len(index):
+            cache = CropCache(index, image_size=self.image_size).ensure()
+            if cache.errors:
+                bad = sorted(cache.errors)
+                examples = [f"{index.columns['crop_path'][r]}: {cache.errors[r]}" for r in bad[:MAX_EXAMPLES]]
+                report["unreadable_crops"] = len(bad)
+                report["unreadable_examples"] = examples
+                warnings.warn(f"{len(bad)} crops under {self.faces_dir} cannot be read and are skipped, e.g. "
+                              f"{examples}", stacklevel=2)
+                index = index.select(cache.valid)
+            report["image_conversions"] = cache.read_stats.to_dict()
+            report["cache"] = {"path": str(cache.path), "built_now": cache.built}
+            self.cache = cache
+        else:
+            report["cache"] = None
+
+        # splits
+        if self.same_split_for_all:
+            warnings.warn("same_split_for_all=True: train, val and test ALL hold every row of "
+                          f"{self.index_path}; validation and test numbers are meaningless (smoke tests only)",
+                          SameSplitWarning, stacklevel=2)
+            self.split_indexes = {s: index for s in SPLITS}
+        else:
+            self.split_indexes = {s: index.where(split=s) for s in SPLITS}
+        for s in ("train", "val"):
+            if len(self.split_indexes[s]) == 0:
+                raise FaceDataError(f"split '{s}' of {self.faces_dir} has no faces after filtering ({_why(report)}); "
+                                    f"check the index's split column, `methods` and missing crops")
+        report["same_split_for_all"] = self.same_split_for_all
+        report["splits"] = {s: _split_summary(ix) for s, ix in self.split_indexes.items()}
+        if len(self.split_indexes["train"]) and len(np.unique(self.split_indexes["train"].columns["label"])) < 2:
+            warnings.warn(f"the train split of {self.faces_dir} holds only one class "
+                          f"({report['splits']['train']}); a detector cannot learn from it", stacklevel=2)
+
+        def make(split: str, transform: Any) -> FaceCropDataset:
+            return FaceCropDataset(self.split_indexes[split], self.video_lookup, self.method_lookup,
+                                   transform=transform, cache=self.cache,
+                                   image_size=None if self.cache is not None else self.image_size)
+
+        self.train_dataset = make("train", self.train_transform)
+        self.val_dataset = make("val", self.eval_transform)
+        self.test_dataset = make("test", self.eval_transform) if len(self.split_indexes["test"]) else None
+        self.report = report
+        self._is_setup = True
+        log.info("face data '%s' from %s: %s", self.name, self.faces_dir, report["splits"])
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: FaceCropDataset, train: bool) -> DataLoader:
+        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "num_workers": self.num_workers,
+                                  "pin_memory": self.pin_memory,
+                                  "persistent_workers": self.persistent_workers and self.num_workers > 0}
+        if train:
+            generator = torch.Generator().manual_seed(self.seed)
+            kwargs["drop_last"] = len(dataset) > self.batch_size
+            if self.balance_classes:
+                kwargs["sampler"] = WeightedRandomSampler(_balanced_weights(dataset.labels), num_samples=len(dataset),
+                                                          replacement=True, generator=generator)
+            else:
+                kwargs["shuffle"] = True
+                kwargs["generator"] = generator
+        return DataLoader(dataset, **kwargs)
+
+    def _require(self, dataset: FaceCropDataset | None, split: str) -> FaceCropDataset:
+        if not self._is_setup:
+            raise FaceDataError(f"FaceDataModule('{self.name}') is not set up: call prepare_data() and setup() first")
+        if dataset is None:
+            raise FaceDataError(f"split '{split}' of {self.faces_dir} has no faces, so there is no {split} loader")
+        return dataset
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-balanced) training loader; drops the last partial batch if there is more than one."""
+        return self._loader(self._require(self.train_dataset, "train"), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation loader, in index order."""
+        return self._loader(self._require(self.val_dataset, "val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test loader, in index order.
+
+        Raises:
+            FaceDataError: if the index has no test rows.
+        """
+        return self._loader(self._require(self.test_dataset, "test"), train=False)
+
+
+def _subsample_per_video(index: FaceIndex, k: int) -> np.ndarray:
+    """Row positions keeping at most ``k`` rows per video, evenly spaced in (frame_index, face_rank) order."""
+    cols = index.columns
+    order = np.lexsort((cols["face_rank"], cols["frame_index"], cols["video_id"]))
+    vids = cols["video_id"][order]
+    starts = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]]) if len(vids) else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(vids)]
+    keep: list[np.ndarray] = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        n = e - s
+        if n <= k:
+            keep.append(order[s:e])
+        else:
+            pick = np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
+            keep.append(order[s + pick])
+    rows = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+    return np.sort(rows)
+
+
+def _balanced_weights(labels: np.ndarray) -> torch.Tensor:
+    """Per-sample weights 1 / count(label): each label present gets equal total weight."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    w = 1.0 / counts[labels]
+    return torch.as_tensor(w, dtype=torch.double)
+
+
+def _split_summary(index: FaceIndex) -> dict[str, int]:
+    labels = index.columns["label"]
+    return {"faces": len(index), "videos": len(np.unique(index.columns["video_id"])),
+            "fake_faces": int((labels == 1).sum()), "real_faces": int((labels == 0).sum())}
+
+
+def _why(report: dict[str, Any]) -> str:
+    keys = ("faces_in_index", "missing_crops", "filtered_by_method", "subsampled_away", "unreadable_crops",
+            "unknown_split_rows")
+    return ", ".join(f"{k}={report.get(k, 0)}" for k in keys)

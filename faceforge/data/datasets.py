@@ -1,0 +1,164 @@
+"""Detection Datasets over the face index.
+
+:class:`FaceCropDataset` yields one face crop per item with its label and group indices. Images stay ``uint8``
+until the very end of the data pipeline: the albumentations ``transform`` receives and must return an RGB
+``uint8`` ``(H, W, 3)`` NumPy array, and the item's ``image`` is that array as a ``uint8`` ``(3, H, W)`` tensor.
+Conversion to float and normalisation happen later, ON THE DEVICE, in the Lightning task (a quarter of the
+host-to-device bytes, and no float work in the workers). So the transform must not contain ``Normalize`` or
+``ToTensorV2``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from faceforge.data.crop_cache import CropCache
+from faceforge.data.face_index import FaceIndex
+from faceforge.data.image_io import ImageReadStats, read_rgb_image, resize_image
+
+
+class TransformOutputError(TypeError):
+    """The albumentations transform returned something other than an ``(H, W, 3)`` uint8 NumPy image."""
+
+
+def lookup_indices(values: np.ndarray, lookup: Mapping[str, int], what: str) -> np.ndarray:
+    """Map a string column to int64 indices through ``lookup`` (one dict access per distinct value).
+
+    Args:
+        values: 1-D string array (e.g. the ``video_id`` column).
+        lookup: value -> index.
+        what: column name for the error message.
+
+    Returns:
+        int64 array of the same length.
+
+    Raises:
+        KeyError: if a value is not in ``lookup`` (the message names the first few).
+    """
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    uniq, inverse = np.unique(values, return_inverse=True)
+    missing = [str(u) for u in uniq if str(u) not in lookup]
+    if missing:
+        raise KeyError(f"{len(missing)} {what} values are not in the lookup, e.g. {missing[:5]}")
+    mapped = np.array([lookup[str(u)] for u in uniq], dtype=np.int64)
+    return mapped[inverse.reshape(-1)]
+
+
+class FaceCropDataset(Dataset):
+    """One face crop per item, labelled 1 = fake, 0 = real.
+
+    Per-row data is held in NumPy arrays (no Python object per row), so forked DataLoader workers keep memory
+    flat on large indexes.
+
+    Args:
+        index: the rows of this dataset (e.g. one split of a face index).
+        video_lookup: ``video_id`` -> video index (for video-level metrics); must contain every video of ``index``.
+        method_lookup: ``method`` -> method index; must contain every method of ``index``.
+        transform: albumentations transform called as ``transform(image=img)["image"]``; it receives an RGB
+            uint8 ``(H, W, 3)`` array and must return one (no ``Normalize``/``ToTensorV2``: float conversion
+            and normalisation are done on the device by the Lightning task). In a DataLoader worker, a transform
+            with ``set_random_seed`` (albumentations ``Compose``) is reseeded from the worker's torch seed on
+            first use, so workers do not repeat each other's augmentations.
+        cache: a :class:`~faceforge.data.crop_cache.CropCache` (after ``ensure()``) that holds the crops of
+            ``index``; pixels are then read from it instead of decoding files.
+        image_size: without a cache, crops of another size are resized to ``image_size`` x ``image_size`` (the
+            same resize the cache applies, so both paths give identical pixels); None keeps the stored size (a
+            batch then needs equal sizes or a resizing transform). With a cache it must be None or equal the
+            cache's size.
+        interpolation: resize rule without a cache (see :func:`~faceforge.data.image_io.resize_image`).
+
+    Item (``__getitem__``) -> dict:
+        ``image``: uint8 ``(3, H, W)``; ``label``: int64 0-d (1 fake); ``video_idx``: int64 0-d;
+        ``method_idx``: int64 0-d; ``index``: int64 0-d, the row of ``index``.
+
+    Raises:
+        KeyError: at construction if a video_id or method is not in its lookup.
+        ValueError: if ``image_size`` disagrees with the cache's.
+        faceforge.data.crop_cache.CropCacheError: if a crop is not in ``cache``.
+        faceforge.data.image_io.ImageReadError: from ``__getitem__`` when a crop file cannot be read (no cache).
+        TransformOutputError: from ``__getitem__`` when the transform returns anything but an (H, W, 3) uint8
+            array.
+    """
+
+    def __init__(self, index: FaceIndex, video_lookup: Mapping[str, int], method_lookup: Mapping[str, int],
+                 transform: Callable[..., Any] | None = None, cache: CropCache | None = None,
+                 image_size: int | None = None, interpolation: str = "area") -> None:
+        if cache is not None and image_size is not None and int(image_size) != cache.image_size:
+            raise ValueError(f"image_size={image_size} but the crop cache holds {cache.image_size}px crops")
+        self.root = str(index.root)
+        self.crop_paths = np.asarray(index.columns["crop_path"])
+        self.labels = np.asarray(index.columns["label"], dtype=np.int64)
+        self.video_idx = lookup_indices(np.asarray(index.columns["video_id"]), video_lookup, "video_id")
+        self.method_idx = lookup_indices(np.asarray(index.columns["method"]), method_lookup, "method")
+        self.transform = transform
+        self.cache = cache
+        self.cache_rows = cache.rows_for(index) if cache is not None else None
+        self.image_size = int(image_size) if image_size is not None else None
+        self.interpolation = interpolation
+        self.read_stats = ImageReadStats()
+        self._seeded_for: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load_image(self, i: int) -> np.ndarray:
+        """Row ``i``'s crop as an RGB uint8 ``(H, W, 3)`` array, before the transform (from the cache if any).
+
+        Raises:
+            faceforge.data.image_io.ImageReadError: the crop file cannot be read (no cache).
+        """
+        if self.cache is not None:
+            return self.cache.get(int(self.cache_rows[i]))  # type: ignore[index]
+        img = read_rgb_image(os.path.join(self.root, str(self.crop_paths[i])), stats=self.read_stats)
+        if self.image_size is not None:
+            img = resize_image(img, self.image_size, self.interpolation)
+        return img
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} faces")
+        img = self.load_image(i)
+        if self.transform is not None:
+            self._maybe_reseed_transform()
+            img = self.transform(image=img)["image"]
+            if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+                desc = f"{type(img).__name__} {getattr(img, 'shape', '')} {getattr(img, 'dtype', '')}"
+                raise TransformOutputError(
+                    f"the transform must return an (H, W, 3) uint8 numpy image, got {desc}; float conversion and "
+                    f"normalisation happen on the device in the task, so leave Normalize/ToTensorV2 out of it")
+        image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return {
+            "image": image,
+            "label": torch.tensor(self.labels[i], dtype=torch.int64),
+            "video_idx": torch.tensor(self.video_idx[i], dtype=torch.int64),
+            "method_idx": torch.tensor(self.method_idx[i], dtype=torch.int64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
+
+    def _maybe_reseed_transform(self) -> None:
+        """Give each DataLoader worker its own augmentation stream (albumentations >= 2 keeps its own RNG, which
+        forked workers would otherwise all copy)."""
+        info = get_worker_info()
+        if info is None or not hasattr(self.transform, "set_random_seed"):
+            return
+        tag = (os.getpid(), int(info.seed))
+        if self._seeded_for != tag:
+            self.transform.set_random_seed(int(info.seed) % 2**32)  # type: ignore[union-attr]
+            self._seeded_for = tag
+
+    @property
+    def num_fake(self) -> int:
+        """Number of fake (label 1) faces."""
+        return int(self.labels.sum())
+
+    @property
+    def num_real(self) -> int:
+        """Number of real (label 0) faces."""
+        return int(len(self.labels) - self.labels.sum())

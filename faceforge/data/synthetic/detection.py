@@ -1,0 +1,299 @@
+"""The embedded detection dataset: synthetic talking-head "videos", pristine and manipulated, as a face index.
+
+:func:`build_synthetic_detection` writes exactly what face extraction writes for a real dataset
+(``crops/<video_id>/<frame:06d>_0.png`` and ``face_index.csv`` + ``face_index.meta.json``, see
+:mod:`faceforge.data.face_index`), so ``data=synthetic`` runs the same DataModule, cache and task code as
+``data=ffpp``. The frames ARE the crops (a head filling most of a square frame, like a face crop with margin), so
+boxes and landmarks are in crop pixels and ``det_prob`` is 1.
+
+Videos: ``num_videos`` in all, ``round(num_videos * fake_fraction)`` of them fake. Each real video
+``synthetic/original/<NNNN>`` is one person (:mod:`.faces`) in one scene with a smooth per-frame pose and
+expression trajectory, captured with sensor noise (sigma 3-7 of 255). Fake ``j`` is made from real video
+``j mod n_real`` (its ``source_id``) with method ``methods[j mod len(methods)]`` and is named
+``synthetic/<method>/<NNNN>`` (numbered per method). Splits are drawn by source group (a real video with all
+fakes made from it), so a person never appears in two splits. Every frame, real or fake, finally goes through
+the same optional JPEG re-compression (one quality per group), so compression is no cue.
+
+Manipulation traces (what a detector can learn; modelled on what real face swaps leave, cf. Li & Lyu 2019,
+"Exposing DeepFake Videos By Detecting Face Warping Artifacts", and Li et al. 2020, "Face X-ray": a face
+synthesised at low resolution, warped/resampled into the frame, colour-mismatched and blended with a mask):
+
+* ``SynthSwap`` (identity swap, like Deepfakes/FaceSwap): the inner face (eyes, brows, nose, mouth, skin texture
+  and 30-60 % of the skin tone) of ANOTHER, unseen identity is rendered in the target's pose at 1/4 resolution
+  (64 px for 256 px crops, the output size of the original Deepfakes autoencoder), upsampled bilinearly and
+  slightly blurred, given a per-video colour gain error of up to +-10 % per channel, and blended into the captured
+  frame with a soft elliptic mask (feather ~5 % of the face size) over brows-to-chin.
+* ``SynthBlend`` (expression re-enactment, like Face2Face/NeuralTextures): the SAME identity with another
+  expression (mouth opened, brows raised, gaze moved) is rendered at 1/3 resolution, upsampled with
+  nearest-neighbour (blocky resampling), over-sharpened (unsharp mask: halos), colour gain error up to +-3 %, and
+  blended over the lower face with a narrow (2 px) mask boundary.
+
+In both, the blended region carries no camera noise (it came from a renderer, not the sensor) and has less fine
+detail than the surrounding real skin: the noise/resolution inconsistency and the blending boundary are the
+learnable signals.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceforge.data.face_index import INDEX_FILENAME, FaceIndex, format_landmarks
+from faceforge.data.synthetic.faces import (
+    FaceIdentity,
+    FramePose,
+    Scene,
+    capture,
+    ellipse_alpha,
+    face_coordinates,
+    jpeg_roundtrip,
+    render_background,
+    render_face,
+    sample_identity,
+    sample_poses,
+    sample_scene,
+    with_inner_face_of,
+)
+from faceforge.utils.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+DATASET = "synthetic"
+REAL_METHOD = "original"
+
+# rng stream tags (order-independent seeding: np.random.default_rng([seed, TAG, number]))
+_REAL, _FAKE, _SPLIT = 0, 1, 2
+
+
+def _swap_trace(captured: np.ndarray, identity: FaceIdentity, scene: Scene, pose: FramePose, size: int,
+                params: dict[str, Any]) -> np.ndarray:
+    """SynthSwap: another identity's inner face, 1/4-res, colour-shifted, soft elliptic blend (see module doc)."""
+    low = max(16, size // 4)
+    swapped = with_inner_face_of(identity, params["donor"], skin_mix=params["skin_mix"])
+    face = render_face(swapped, scene, pose, low, background=np.zeros((low, low, 3), np.float32)).image
+    face = cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
+    face = cv2.GaussianBlur(face, (0, 0), sigmaX=0.5 * size / 256)
+    face = np.clip(face * params["gain"][None, None, :], 0, 1)
+    X, Y, k = face_coordinates(scene, pose, size)
+    mask = ellipse_alpha(X, Y, 0.0, 0.12, identity.head_w * 0.8, 0.66, k, feather_px=max(1.0, 0.05 * k))
+    return _blend(captured, face, mask)
+
+
+def _blend_trace(captured: np.ndarray, identity: FaceIdentity, scene: Scene, pose: FramePose, size: int,
+                 params: dict[str, Any]) -> np.ndarray:
+    """SynthBlend: same identity, new expression, 1/3-res nearest upsampling + sharpening, lower-face blend."""
+    low = max(16, size // 3)
+    new_pose = replace(pose, mouth_open=float(np.clip(pose.mouth_open + params["mouth"], 0, 0.3)),
+                       brow_raise=pose.brow_raise + params["brow"],
+                       gaze=(pose.gaze[0] + params["gaze"][0], pose.gaze[1] + params["gaze"][1]))
+    face = render_face(identity, scene, new_pose, low, background=np.zeros((low, low, 3), np.float32)).image
+    face = cv2.resize(face, (size, size), interpolation=cv2.INTER_NEAREST)
+    face = face + 1.0 * (face - cv2.GaussianBlur(face, (0, 0), sigmaX=1.2 * size / 256))
+    face = np.clip(face * params["gain"][None, None, :], 0, 1)
+    X, Y, k = face_coordinates(scene, pose, size)
+    mask = ellipse_alpha(X, Y, 0.0, identity.mouth_y - 0.05, identity.head_w * 0.7, 0.45, k, feather_px=2.0)
+    return _blend(captured, face, mask)
+
+
+def _blend(captured: np.ndarray, face: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None]
+    out = captured.astype(np.float32) * (1 - m) + face * 255.0 * m
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _swap_params(rng: np.random.Generator) -> dict[str, Any]:
+    return {"donor": sample_identity(rng), "skin_mix": float(rng.uniform(0.3, 0.6)),
+            "gain": (1 + rng.uniform(-0.10, 0.10, 3)).astype(np.float32)}
+
+
+def _blend_params(rng: np.random.Generator) -> dict[str, Any]:
+    return {"mouth": float(rng.uniform(0.06, 0.16)), "brow": float(rng.uniform(0.0, 0.03)),
+            "gaze": (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.015, 0.015))),
+            "gain": (1 + rng.uniform(-0.03, 0.03, 3)).astype(np.float32)}
+
+
+#: method -> (per-video parameter sampler, per-frame trace). Add an entry to add a method.
+METHODS: dict[str, tuple[Callable[[np.random.Generator], dict[str, Any]], Callable[..., np.ndarray]]] = {
+    "SynthSwap": (_swap_params, _swap_trace),
+    "SynthBlend": (_blend_params, _blend_trace),
+}
+
+
+def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, frames_per_video: int = 8,
+                              image_size: int = 256, fake_fraction: float = 0.5, val_fraction: float = 0.2,
+                              test_fraction: float = 0.2, seed: int = 0,
+                              methods: Sequence[str] = ("SynthSwap", "SynthBlend"),
+                              jpeg_quality: tuple[int, int] | None = None,
+                              num_threads: int | None = None) -> FaceIndex:
+    """Generate the synthetic detection dataset into ``output_dir`` and return its face index.
+
+    Deterministic for a given ``seed`` and arguments (byte-identical crops and index, whatever ``num_threads``).
+    Atomic: an existing index in ``output_dir`` is removed first, each crop is written to a temporary file and
+    renamed, and the index is written last, so a killed build leaves no index (and the DataModule rebuilds).
+
+    Args:
+        output_dir: folder to write ``crops/`` and ``face_index.csv`` into (created if missing).
+        num_videos: videos in all (real + fake); at least 3 real videos are needed for three splits.
+        frames_per_video: frames (= face crops) per video.
+        image_size: side of the square crops, pixels (>= 32).
+        fake_fraction: share of fake videos in [0, 1).
+        val_fraction, test_fraction: share of source groups (a real video + its fakes) in val / test; each is
+            at least one group when > 0.
+        seed: the only source of randomness.
+        methods: manipulation methods, keys of :data:`METHODS`; fakes cycle through them.
+        jpeg_quality: ``(low, high)``: every frame is JPEG re-compressed at a per-group quality drawn in
+            ``[low, high]`` before it is stored as PNG; None (default) stores the captured frames losslessly.
+        num_threads: generator threads (default ``min(4, os.cpu_count())``).
+
+    Returns:
+        The written :class:`~faceforge.data.face_index.FaceIndex` (rows sorted by video, frame).
+
+    Raises:
+        ValueError: for an unknown method, fractions out of range, too few videos for the splits, or a too small
+            ``image_size``.
+        OSError: if the files cannot be written.
+    """
+    output_dir = Path(output_dir)
+    methods = tuple(str(m) for m in methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown synthetic manipulation methods {unknown}; known: {sorted(METHODS)}")
+    if not 0.0 <= fake_fraction < 1.0:
+        raise ValueError(f"fake_fraction must be in [0, 1), got {fake_fraction}")
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum "
+                         f"to less than 1")
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if frames_per_video < 1:
+        raise ValueError(f"frames_per_video must be >= 1, got {frames_per_video}")
+    n_fake = round(num_videos * fake_fraction) if methods else 0
+    n_real = int(num_videos) - n_fake
+    n_val = _at_least_one(n_real * val_fraction, val_fraction)
+    n_test = _at_least_one(n_real * test_fraction, test_fraction)
+    if n_real < 1 or n_real - n_val - n_test < 1:
+        raise ValueError(f"num_videos={num_videos} gives {n_real} real videos (source groups): too few for a train "
+                         f"split plus {n_val} val and {n_test} test groups; use more videos")
+
+    # splits by source group
+    perm = np.random.default_rng([seed, _SPLIT]).permutation(n_real)
+    group_split = np.empty(n_real, dtype=object)
+    group_split[perm[:n_val]] = "val"
+    group_split[perm[n_val:n_val + n_test]] = "test"
+    group_split[perm[n_val + n_test:]] = "train"
+
+    # fakes: (fake number, method, number within method, source real)
+    per_method: dict[str, int] = {m: 0 for m in methods}
+    fakes_of: dict[int, list[tuple[int, str, int]]] = {i: [] for i in range(n_real)}
+    for j in range(n_fake):
+        m = methods[j % len(methods)]
+        fakes_of[j % n_real].append((j, m, per_method[m]))
+        per_method[m] += 1
+
+    index_path = output_dir / INDEX_FILENAME
+    if index_path.exists():
+        index_path.unlink()
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    def group(i: int) -> list[dict[str, Any]]:
+        return _build_group(output_dir, i, fakes_of[i], str(group_split[i]), frames_per_video, image_size, seed,
+                            jpeg_quality)
+
+    threads = int(num_threads or min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        rows = [r for rows in pool.map(group, range(n_real)) for r in rows]
+
+    meta = {
+        "dataset": DATASET, "generator": "faceforge.data.synthetic.build_synthetic_detection",
+        "generator_version": GENERATOR_VERSION,
+        "params": {"num_videos": int(num_videos), "frames_per_video": int(frames_per_video),
+                   "image_size": int(image_size), "fake_fraction": float(fake_fraction),
+                   "val_fraction": float(val_fraction), "test_fraction": float(test_fraction), "seed": int(seed),
+                   "methods": list(methods), "jpeg_quality": list(jpeg_quality) if jpeg_quality else None},
+        "sampling": "all frames of each synthetic video (frame_index 0..frames_per_video-1)",
+        "detector": "none: the frames are the crops; boxes and landmarks are in crop pixels",
+    }
+    index = FaceIndex.from_records(rows, root=output_dir, meta=meta).sorted()
+    index.meta["summary"] = index.summary()
+    index.write(output_dir)
+    log.info("synthetic detection dataset written to %s: %s", output_dir, index.meta["summary"])
+    return FaceIndex.read(output_dir)  # exactly what is on disk (the CSV rounds floats to 6 digits)
+
+
+def _at_least_one(x: float, fraction: float) -> int:
+    return max(1, round(x)) if fraction > 0 else 0
+
+
+def _build_group(output_dir: Path, i: int, fakes: list[tuple[int, str, int]], split: str, num_frames: int,
+                 size: int, seed: int, jpeg_quality: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """Render real video ``i`` and the fakes made from it; write their crops; return their index rows."""
+    rng = np.random.default_rng([seed, _REAL, i])
+    identity = sample_identity(rng)
+    scene = sample_scene(rng)
+    poses = sample_poses(rng, num_frames)
+    quality = int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)) if jpeg_quality else None
+    background = render_background(scene, size)
+    real_id = f"{DATASET}/{REAL_METHOD}/{i:04d}"
+    fake_specs = []
+    for j, method, number in fakes:
+        frng = np.random.default_rng([seed, _FAKE, j])
+        fake_specs.append((f"{DATASET}/{method}/{number:04d}", method, METHODS[method][0](frng)))
+
+    rows: list[dict[str, Any]] = []
+    for f, pose in enumerate(poses):
+        rendered = render_face(identity, scene, pose, size, background)
+        captured = capture(rendered.image, scene.noise_sigma, rng)
+        frames = [(real_id, REAL_METHOD, 0, captured)]
+        for video_id, method, params in fake_specs:
+            frames.append((video_id, method, 1, METHODS[method][1](captured, identity, scene, pose, size, params)))
+        for video_id, method, label, frame in frames:
+            if quality is not None:
+                frame = jpeg_roundtrip(frame, quality)
+            crop_rel = f"crops/{video_id}/{f:06d}_0.png"
+            _write_png(output_dir / crop_rel, frame)
+            rows.append({
+                "video_id": video_id, "dataset": DATASET, "method": method, "compression": "", "split": split,
+                "label": label, "source_id": real_id, "video_path": f"crops/{video_id}", "num_frames": num_frames,
+                "frame_index": f, "face_rank": 0, "det_prob": 1.0,
+                "x1": float(rendered.box[0]), "y1": float(rendered.box[1]),
+                "x2": float(rendered.box[2]), "y2": float(rendered.box[3]),
+                "landmarks": format_landmarks(rendered.landmarks), "crop_path": crop_rel,
+            })
+    return rows
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise OSError(f"cannot write PNG {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m faceforge.data.synthetic.detection OUTPUT_DIR [--num-videos N ...]``."""
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("output_dir")
+    p.add_argument("--num-videos", type=int, default=48)
+    p.add_argument("--frames-per-video", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jpeg-quality", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    index = build_synthetic_detection(a.output_dir, num_videos=a.num_videos, frames_per_video=a.frames_per_video,
+                                      image_size=a.image_size, seed=a.seed,
+                                      jpeg_quality=tuple(a.jpeg_quality) if a.jpeg_quality else None)
+    print(index.summary())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
