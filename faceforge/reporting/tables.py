@@ -34,12 +34,28 @@ def detection_rows(report: Mapping[str, Any], dataset: str = "") -> list[dict[st
     return rows
 
 
-def _fmt(value: Any) -> str:
+_COUNT_KEYS = ("n", "n_fake", "n_real")
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if isinstance(value, float) and key in _COUNT_KEYS and value.is_integer():
+        return str(int(value))
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
         return f"{value:.4f}"
     return str(value)
+
+
+def _csv_value(value: Any, key: str) -> Any:
+    """Full precision for CSV; counts as integers; NaN as an empty cell."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if key in _COUNT_KEYS and value.is_integer():
+            return int(value)
+        return repr(value)
+    return value
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]],
@@ -49,7 +65,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]],
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         cells = [str(row.get("dataset", "")), str(row.get("subset", "")), str(row.get("level", ""))]
-        cells += [_fmt(row.get(key, float("nan"))) for key, _ in columns]
+        cells += [_fmt(row.get(key, float("nan")), key) for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -61,7 +77,7 @@ def csv_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, st
     keys = ["dataset", "subset", "level", *[key for key, _ in columns]]
     writer.writerow(keys)
     for row in rows:
-        writer.writerow([row.get(k, "") for k in keys])
+        writer.writerow([_csv_value(row.get(k, ""), k) for k in keys])
     return buf.getvalue()
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -43,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     if not cfg.get("ckpt_path"):
         raise RunConfigError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt")
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         RunConfigError: an impossible request (see :func:`resolve_ckpt_path`).
     """
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     if pl.utilities.rank_zero.rank_zero_only.rank == 0:
