@@ -48,6 +48,7 @@ def test_training_writes_provenance_checkpoints_and_reports(trained_run):
     # checkpoints are primitive: they load without unpickling arbitrary objects
     ckpt = torch.load(best, weights_only=True)
     assert ckpt["faceforge"]["task_class"] == "faceforge.tasks.detection.DetectionTask"
+    assert ckpt["faceforge"]["trained_on"] == "synthetic"
     assert "_target_: faceforge.models.meso.Meso4" in ckpt["hyper_parameters"]["net_spec"]
     report = json.loads((run_dir / "test_report.json").read_text())
     assert set(report) == {"frame", "video", "per_method"}
@@ -77,6 +78,7 @@ def test_evaluate_reproduces_test_numbers_and_writes_tables(trained_run, project
     assert results["metrics"]["frame"]["auc"] == pytest.approx(train_report["frame"]["auc"], abs=1e-6)
     assert results["checkpoint"]["sha256"] and results["provenance"]["git"]["commit"]
     assert results["config"]["ckpt_path"] == best
+    assert (results["trained_on"], results["tested_on"]) == ("synthetic", "synthetic")
     with open(ev_dir / "video_predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == int(results["metrics"]["video"]["n"])

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from faceforge.reporting.tables import csv_table, markdown_table
 from faceforge.runs.common import RunConfigError, instantiate_group, project_root
-from faceforge.tasks.checkpointing import load_task
+from faceforge.tasks.checkpointing import checkpoint_info, load_task
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 from faceforge.utils.run_info import collect_run_info, write_run_info
 
@@ -58,6 +58,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise RunConfigError(f"data {cfg.data.name}: the test split produced no predictions")
 
     results = {
+        "trained_on": checkpoint_info(cfg.ckpt_path).get("trained_on", ""),
+        "tested_on": str(cfg.data.name),
         "checkpoint": {"path": str(Path(cfg.ckpt_path).resolve()), "sha256": file_sha256(cfg.ckpt_path),
                        "hyper_parameters": {k: v for k, v in task.hparams.items()}},
         "data": {"name": cfg.data.name, "faces_dir": str(cfg.data.faces_dir),

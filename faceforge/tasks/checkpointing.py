@@ -20,12 +20,31 @@ class CheckpointError(ValueError):
 
 
 class FaceforgeCheckpointMixin:
-    """Adds the task's class path and faceforge's version to every checkpoint (LightningModule mixin)."""
+    """Adds the task's class path, faceforge's version and the training dataset's name (``trained_on``, from the
+    data module's ``name`` when there is one) to every checkpoint (LightningModule mixin)."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         cls = type(self)
+        trainer = getattr(self, "_trainer", None)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         checkpoint["faceforge"] = {"task_class": f"{cls.__module__}.{cls.__qualname__}",
-                                   "version": faceforge.__version__}
+                                   "version": faceforge.__version__,
+                                   "trained_on": str(getattr(datamodule, "name", "") or "")}
+
+
+def checkpoint_info(ckpt_path: str | Path) -> dict[str, Any]:
+    """The ``faceforge`` entry of a checkpoint (task class, version, ``trained_on``), read with weights_only=True.
+
+    Raises:
+        CheckpointError: unreadable file or no faceforge entry.
+    """
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {ckpt_path} could not be read with weights_only=True: {exc}") from exc
+    if "faceforge" not in ckpt:
+        raise CheckpointError(f"checkpoint {ckpt_path} was not written by a faceforge task (no 'faceforge' entry)")
+    return dict(ckpt["faceforge"])
 
 
 def load_task(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> Any:

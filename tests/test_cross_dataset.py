@@ -1,0 +1,45 @@
+"""Cross-dataset tables put each result in its (trained on, tested on) cell and fail clearly on bad files."""
+from __future__ import annotations
+
+import json
+
+from faceforge.reporting.cross_dataset import cross_dataset_matrix, load_result, main
+from faceforge.utils.atomic import atomic_write_json
+
+
+def _result(tmp_path, trained, tested, auc, ckpt="run/checkpoints/best.ckpt"):
+    metrics = {k: 0.5 for k in ("eer", "ap", "acc", "precision", "recall", "f1")}
+    data = {"trained_on": trained, "tested_on": tested, "checkpoint": {"path": str(tmp_path / trained / ckpt)},
+            "metrics": {"frame": {**metrics, "auc": auc}, "video": {**metrics, "auc": auc + 0.01},
+                        "per_method": {}}}
+    path = tmp_path / f"{trained}_{tested}" / "results.json"
+    atomic_write_json(path, data)
+    return path
+
+
+def test_matrix_cells_and_files(tmp_path, capsys):
+    _result(tmp_path, "ffpp", "ffpp", 0.95)
+    _result(tmp_path, "ffpp", "celebdf", 0.61)
+    _result(tmp_path, "dfdc", "celebdf", float("nan"))
+    out = tmp_path / "tables"
+    assert main([str(tmp_path), "--out", str(out)]) == 0
+    table = json.loads((out / "cross_dataset.json").read_text())
+    assert table["frame"]["auc"] == {"ffpp": {"ffpp": 0.95, "celebdf": 0.61}, "dfdc": {"celebdf": None}}
+    assert table["video"]["auc"]["ffpp"]["celebdf"] == 0.62
+    md = (out / "cross_dataset.md").read_text()
+    assert "| trained on \\ tested on | celebdf | ffpp |" in md and "| dfdc | n/a |  |" in md
+    assert "ffpp,celebdf,frame,auc,0.61" in (out / "cross_dataset.csv").read_text()
+
+
+def test_two_checkpoints_trained_on_one_dataset_get_separate_rows(tmp_path):
+    a = load_result(_result(tmp_path, "ffpp", "dfdc", 0.7, ckpt="runA/checkpoints/best.ckpt"))
+    b = load_result(_result(tmp_path / "b", "ffpp", "dfdc", 0.8, ckpt="runB/checkpoints/best.ckpt"))
+    assert len(cross_dataset_matrix([a, b])) == 2
+
+
+def test_bad_results_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "x" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    assert main([str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert str(bad) in capsys.readouterr().out
