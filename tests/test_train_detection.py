@@ -89,9 +89,12 @@ def test_evaluate_reproduces_test_numbers_and_writes_tables(trained_run, project
 def test_resume_named_run_from_last_checkpoint(trained_run, project_root):
     _, run_dir, overrides = trained_run
     resumed = [o for o in overrides if not o.startswith(("trainer.max_epochs", "logger"))]
+    steps_two_epochs = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     run_cli(project_root, "train.py", *resumed, "logger=csv", "ckpt_path=last", "trainer.max_epochs=3", "test=false")
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 2  # epochs 0, 1 from the first run, then epoch 2 after resuming
+    # the same run directory continued for exactly one more epoch (no restart in a new timestamped folder)
+    assert last["global_step"] == steps_two_epochs * 3 // 2
+    assert [p.name for p in run_dir.parent.iterdir()] == ["tiny"]
 
 
 def test_resume_without_a_checkpoint_names_the_fix(tmp_path, project_root):
