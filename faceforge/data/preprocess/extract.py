@@ -1,0 +1,458 @@
+"""Face extraction: videos -> sampled frames -> MTCNN faces -> square crops -> one face index.
+
+Output folder layout (``output_dir``)::
+
+    extraction_settings.json            settings that determine the crops (written first; checked on reruns)
+    crops/<video_id>/<frame:06d>_<rank>.<ext>
+    videos/<video_id>.json              done-marker of one video: its status and face rows (FaceIndex columns)
+    face_index.csv, face_index.meta.json    the index of all crops (FaceIndex.write), sorted
+    extraction_report.json              what happened in the last run (counts, problems, timings)
+
+Resumable and crash-safe: every file is written atomically (temporary file + rename), a video's marker is
+written last, after all its crops, so a video counts as done only when everything of it is on disk. A rerun skips
+videos that have a marker and rebuilds the index from the markers, so it is byte-identical to the previous one
+(unless videos were added). To redo one video, delete its marker. Unreadable videos get no marker and are tried
+again on each run; truncated ones keep what they gave.
+
+A rerun into the same folder with different crop-determining settings (dataset, root, sampling, detector, crop)
+raises :class:`ExtractionSettingsError`. Reader settings (split fractions and seeds) may change: the split and
+other per-video columns are always taken from the current records.
+
+Parallelism: ``workers > 1`` runs videos in a process pool (spawned processes, one detector per worker built
+in the initializer, ``torch_threads`` (default 1) torch threads in each). A bad video never stops the run: it is
+counted in the :class:`ExtractionReport` with its reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from faceforge.data.face_index import COLUMN_NAMES, FaceIndex, format_landmarks
+from faceforge.data.preprocess.crop import crop_face
+from faceforge.data.preprocess.detector import FaceDetector
+from faceforge.data.preprocess.sampling import SAMPLING_MODES, sample_frame_indices
+from faceforge.data.preprocess.video import FrameStream, VideoDecodeError, prefetch, probe_video
+from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "REPORT_FILENAME",
+    "SETTINGS_FILENAME",
+    "ExtractionReport",
+    "ExtractionSettingsError",
+    "extract_dataset",
+    "extract_faces",
+]
+
+FORMAT_VERSION = 1
+SETTINGS_FILENAME = "extraction_settings.json"
+REPORT_FILENAME = "extraction_report.json"
+#: image format -> (file suffix, OpenCV encoder parameters)
+IMAGE_FORMATS: dict[str, tuple[str, list[int]]] = {
+    "png": ("png", [cv2.IMWRITE_PNG_COMPRESSION, 3]),
+    "jpg": ("jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]),
+}
+#: Columns that describe the video (taken from the current record) rather than the face.
+_VIDEO_COLUMNS = ("video_id", "dataset", "method", "compression", "split", "label", "source_id", "video_path")
+
+
+class ExtractionSettingsError(ValueError):
+    """An output folder already holds an extraction made with other settings (the message lists them)."""
+
+
+@dataclass
+class ExtractionReport:
+    """What an extraction run did.
+
+    Attributes:
+        output_dir: the output folder (absolute).
+        videos_total: videos given (after the reader).
+        videos_extracted: videos processed in this run.
+        videos_skipped: videos already done by an earlier run (marker found).
+        videos_with_faces: videos with at least one face in the index.
+        faces: face crops (rows) in the index.
+        frames_sampled: frames decoded for detection, over all done videos.
+        frames_with_face: of those, frames where a face was found.
+        no_face: video ids of done videos where no face was found.
+        unreadable: ``{"video_id", "path", "reason"}`` of videos that could not be opened/decoded (no marker).
+        truncated: ``{"video_id", "path", "reason"}`` of videos whose stream ended early (their faces are kept).
+        failed: ``{"video_id", "path", "reason"}`` of videos that raised an unexpected error (no marker).
+        reader: the dataset reader's report (``ReaderReport.to_dict()``), ``{}`` if none.
+        seconds: wall-clock time of the run.
+        index: the face index written (not part of :meth:`to_dict`).
+    """
+
+    output_dir: str
+    videos_total: int = 0
+    videos_extracted: int = 0
+    videos_skipped: int = 0
+    videos_with_faces: int = 0
+    faces: int = 0
+    frames_sampled: int = 0
+    frames_with_face: int = 0
+    no_face: list[str] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    truncated: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    reader: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    index: FaceIndex | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of every field but ``index``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "index"}
+        return json.loads(json.dumps(d, default=str))
+
+    def summary(self) -> str:
+        """A short human-readable summary (a few lines)."""
+        rate = self.frames_with_face / self.frames_sampled if self.frames_sampled else 0.0
+        lines = [
+            f"face extraction -> {self.output_dir}",
+            f"  videos: {self.videos_total} given, {self.videos_extracted} extracted now, "
+            f"{self.videos_skipped} already done",
+            f"  faces: {self.faces} crops from {self.videos_with_faces} videos; face found in "
+            f"{self.frames_with_face}/{self.frames_sampled} sampled frames ({rate:.1%})",
+            f"  problems: {len(self.no_face)} videos without a face, {len(self.unreadable)} unreadable, "
+            f"{len(self.truncated)} truncated, {len(self.failed)} failed",
+        ]
+        counts = self.reader.get("counts") if self.reader else None
+        if counts:
+            lines.append("  reader: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        for title, items in (("unreadable", self.unreadable), ("truncated", self.truncated), ("failed", self.failed)):
+            for item in items[:5]:
+                lines.append(f"    {title}: {item['video_id']}: {item['reason']}")
+            if len(items) > 5:
+                lines.append(f"    ... and {len(items) - 5} more {title} (see {REPORT_FILENAME})")
+        lines.append(f"  time: {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def _check_video_id(video_id: str) -> None:
+    parts = video_id.split("/")
+    if not video_id or video_id.startswith("/") or "\\" in video_id or any(p in ("", "..") for p in parts):
+        raise ValueError(f"video_id {video_id!r} cannot name an output path (empty part, '..', '\\' or leading '/')")
+
+
+def _marker_path(output_dir: Path, video_id: str) -> Path:
+    return output_dir / "videos" / f"{video_id}.json"
+
+
+# ----------------------------------------------------------------------------------------------- one video
+def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str, Any]:
+    """Extract one video; write its crops and, last, its marker. Returns a small status dict."""
+    rec = task["record"]
+    video_id, out_dir = rec["video_id"], Path(task["output_dir"])
+    base = {"video_id": video_id, "path": rec["path"]}
+    try:
+        info = probe_video(rec["path"])
+        indices = sample_frame_indices(info.num_frames, task["num_frames"], task["sampling"], task["stride"],
+                                       task["seed"], key=video_id)
+        stream = FrameStream(rec["path"], indices)
+    except VideoDecodeError as exc:
+        return {**base, "status": "unreadable", "reason": exc.reason}
+    suffix, params = IMAGE_FORMATS[task["image_format"]]
+    rows: list[dict[str, Any]] = []
+    frames_with_face = 0
+    with stream:
+        for frame_index, frame in prefetch(stream, depth=2):  # decode the next frames during detection
+            detections = detector.detect([frame])[0]
+            frames_with_face += bool(detections)
+            for rank, det in enumerate(detections):
+                crop, _ = crop_face(frame, det.box, task["margin"], task["size"])
+                rel = f"crops/{video_id}/{frame_index:06d}_{rank}.{suffix}"
+                ok, buf = cv2.imencode(f".{suffix}", np.ascontiguousarray(crop[:, :, ::-1]), params)
+                if not ok:
+                    raise RuntimeError(f"OpenCV could not encode a {suffix} crop")
+                atomic_write_bytes(out_dir / rel, buf.tobytes())
+                x1, y1, x2, y2 = (float(v) for v in det.box)
+                rows.append({**{c: rec[c] for c in _VIDEO_COLUMNS if c != "video_path"},
+                             "video_path": rec["rel_path"], "num_frames": info.num_frames,
+                             "frame_index": frame_index, "face_rank": rank, "det_prob": det.prob,
+                             "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                             "landmarks": format_landmarks(det.landmarks), "crop_path": rel})
+    if not stream.returned:
+        return {**base, "status": "unreadable",
+                "reason": stream.reason or f"no frame decoded (header says {info.num_frames} frames)"}
+    marker = {"format_version": FORMAT_VERSION, "video_id": video_id, "video_path": rec["rel_path"],
+              "num_frames": info.num_frames, "num_frames_source": info.num_frames_source, "fps": info.fps,
+              "width": info.width, "height": info.height, "frames_requested": len(stream.requested),
+              "frames_decoded": len(stream.returned), "frames_with_face": frames_with_face,
+              "truncated": stream.truncated, "reason": stream.reason, "rows": rows}
+    atomic_write_json(_marker_path(out_dir, video_id), marker)
+    return {**base, "status": "truncated" if stream.truncated else ("ok" if rows else "no_face"),
+            "reason": stream.reason, "faces": len(rows)}
+
+
+def _safe_process(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return _process_video(detector, task)
+    except Exception as exc:  # a bad video never stops the run
+        rec = task["record"]
+        return {"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
+                "reason": f"{type(exc).__name__}: {exc}"}
+
+
+_WORKER_DETECTOR: FaceDetector | None = None
+
+
+def _init_worker(detector_kwargs: dict[str, Any], torch_threads: int) -> None:
+    import torch
+
+    global _WORKER_DETECTOR
+    torch.set_num_threads(torch_threads)
+    _WORKER_DETECTOR = FaceDetector(**detector_kwargs)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads, then restore the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _worker_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    assert _WORKER_DETECTOR is not None, "worker not initialised"
+    return _safe_process(_WORKER_DETECTOR, task)
+
+
+# ----------------------------------------------------------------------------------------------- settings
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def _check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
+    path = output_dir / SETTINGS_FILENAME
+    settings = json.loads(json.dumps(settings))  # normalise tuples etc. as JSON would
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ExtractionSettingsError(f"{path} is unreadable ({exc}); use another output folder") from exc
+        if old != settings:
+            a, b = _flatten(old), _flatten(settings)
+            diffs = [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(set(a) | set(b))
+                     if a.get(k, "<unset>") != b.get(k, "<unset>")]
+            raise ExtractionSettingsError(
+                f"output folder {output_dir} holds an extraction made with other settings ({'; '.join(diffs)}); "
+                f"choose another output folder, or rerun with the same settings to resume")
+        return
+    atomic_write_json(path, settings)
+
+
+# ----------------------------------------------------------------------------------------------- main API
+def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_frames: int = 32,
+                  sampling: str = "evenly", stride: int = 1, seed: int = 0, margin: float = 0.3, size: int = 256,
+                  image_format: str = "png", detector: Mapping[str, Any] | None = None, workers: int = 1,
+                  progress: bool = True, torch_threads: int = 1, *, source: Mapping[str, Any] | None = None,
+                  reader_kwargs: Mapping[str, Any] | None = None,
+                  reader_report: ReaderReport | None = None) -> ExtractionReport:
+    """Extract face crops from videos and write the face index (resumable; see the module docstring).
+
+    Per video: probe, sample ``num_frames`` frame indices (:func:`~faceforge.data.preprocess.sampling.
+    sample_frame_indices` with ``key=video_id``), decode them in one pass, detect faces (MTCNN), cut square crops
+    (:func:`~faceforge.data.preprocess.crop.crop_face`), write them and the video's marker.
+
+    Args:
+        records: videos to process (``video_id`` unique).
+        output_dir: output folder (created).
+        num_frames: frames sampled per video.
+        sampling: ``evenly``, ``stride`` or ``contiguous``.
+        stride: step for ``stride`` sampling.
+        seed: sampling seed.
+        margin: crop margin relative to the face box's larger side.
+        size: crop side in pixels.
+        image_format: ``png`` (lossless) or ``jpg`` (quality 95).
+        detector: keyword arguments of :class:`~faceforge.data.preprocess.detector.FaceDetector`
+            (e.g. ``{"device": "cuda", "keep": 2}``).
+        workers: processes working on videos in parallel (1: in this process).
+        progress: print one line per video to stderr.
+        torch_threads: torch intra-op threads per worker (in this process when ``workers == 1``, restored
+            afterwards). MTCNN's small convolutions gain little from more threads, and on shared cores OpenMP
+            threads that wait for each other made detection about 6x slower in our measurements: use ``workers``
+            for parallelism.
+        source: ``{"dataset": ..., "root": ...}`` the records come from (recorded and checked on reruns).
+        reader_kwargs: the reader's keyword arguments (recorded in the index meta).
+        reader_report: the reader's report (copied into the extraction report).
+
+    Returns:
+        The :class:`ExtractionReport` (also written to ``extraction_report.json``); its ``index`` attribute holds
+        the :class:`~faceforge.data.face_index.FaceIndex` written to ``face_index.csv``.
+
+    Raises:
+        ValueError: on invalid settings or duplicate/unsafe video ids.
+        ExtractionSettingsError: if ``output_dir`` holds an extraction made with other settings.
+        FaceDetectorError: if the detector settings are invalid.
+    """
+    t0 = time.perf_counter()
+    records = sorted(records, key=lambda r: r.video_id)
+    ids = [r.video_id for r in records]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"video ids must be unique; repeated: {dup}")
+    for vid in ids:
+        _check_video_id(vid)
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {sampling!r}; choose one of {list(SAMPLING_MODES)}")
+    if num_frames < 1 or stride < 1 or size < 1 or margin < 0 or workers < 1 or torch_threads < 1:
+        raise ValueError(f"need num_frames >= 1, stride >= 1, size >= 1, margin >= 0, workers >= 1, "
+                         f"torch_threads >= 1; got {num_frames}, {stride}, {size}, {margin}, {workers}, "
+                         f"{torch_threads}")
+    image_format = {"jpeg": "jpg"}.get(image_format.lower(), image_format.lower())
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"unknown image format {image_format!r}; choose one of {list(IMAGE_FORMATS)}")
+    output_dir = Path(output_dir).expanduser().resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    detector_kwargs = dict(detector or {})
+    det = FaceDetector(**detector_kwargs)  # validates the settings
+    params = IMAGE_FORMATS[image_format][1]
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "source": {"dataset": (source or {}).get("dataset"), "root": (source or {}).get("root")},
+        "sampling": {"num_frames": num_frames, "mode": sampling, "stride": stride, "seed": seed},
+        "detector": det.settings(),
+        "crop": {"margin": margin, "size": size, "image_format": image_format, "encoder_params": params},
+    }
+    _check_settings(output_dir, settings)
+
+    todo = [r for r in records if not _marker_path(output_dir, r.video_id).is_file()]
+    task_opts = {"output_dir": str(output_dir), "num_frames": num_frames, "sampling": sampling, "stride": stride,
+                 "seed": seed, "margin": margin, "size": size, "image_format": image_format}
+    tasks = [{**task_opts, "record": {**r.to_dict(), "path": str(r.path)}} for r in todo]
+    results: list[dict[str, Any]] = []
+
+    def _log(res: dict[str, Any]) -> None:
+        results.append(res)
+        if progress:
+            extra = f", {res['reason']}" if res.get("reason") else ""
+            print(f"[{len(results)}/{len(tasks)}] {res['video_id']}: {res['status']}, {res.get('faces', 0)} faces"
+                  f"{extra} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+
+    if workers == 1 or len(tasks) <= 1:
+        with _torch_threads(torch_threads):
+            for task in tasks:
+                _log(_safe_process(det, task))
+    else:
+        del det
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
+                                   initargs=(detector_kwargs, torch_threads))
+        try:
+            futures = {pool.submit(_worker_task, task): task for task in tasks}
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except Exception as exc:  # e.g. BrokenProcessPool: a worker died (killed for memory?)
+                    rec = futures[fut]["record"]
+                    res = {"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
+                           "reason": f"worker process failed: {type(exc).__name__}: {exc}"}
+                _log(res)
+        except BaseException:  # Ctrl-C: do not wait for the queued videos (finished ones are on disk)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+    report = ExtractionReport(output_dir=str(output_dir), videos_total=len(records), videos_extracted=len(tasks),
+                              videos_skipped=len(records) - len(tasks),
+                              reader=reader_report.to_dict() if reader_report is not None else {})
+    for res in sorted(results, key=lambda r: r["video_id"]):
+        if res["status"] in ("unreadable", "failed"):
+            getattr(report, res["status"]).append({k: res[k] for k in ("video_id", "path", "reason")})
+
+    rows: list[dict[str, Any]] = []
+    for rec in records:
+        marker_path = _marker_path(output_dir, rec.video_id)
+        if not marker_path.is_file():
+            continue
+        try:
+            marker = json.loads(marker_path.read_text(encoding="utf-8"))
+            video_rows = [{**row, **{c: v for c, v in rec.to_dict().items() if c in _VIDEO_COLUMNS},
+                           "video_path": rec.rel_path} for row in marker["rows"]]
+            missing = [c for c in COLUMN_NAMES if video_rows and c not in video_rows[0]]
+            if missing:
+                raise KeyError(f"rows lack columns {missing}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            report.failed.append({"video_id": rec.video_id, "path": str(rec.path),
+                                  "reason": f"marker {marker_path} is unreadable ({exc}); delete it to redo"})
+            continue
+        rows.extend(video_rows)
+        report.frames_sampled += int(marker.get("frames_decoded", 0))
+        report.frames_with_face += int(marker.get("frames_with_face", 0))
+        if marker.get("truncated"):
+            report.truncated.append({"video_id": rec.video_id, "path": str(rec.path), "reason": marker["reason"]})
+        if video_rows:
+            report.videos_with_faces += 1
+        else:
+            report.no_face.append(rec.video_id)
+
+    meta = {"created_by": "faceforge.data.preprocess.extract", "dataset": settings["source"]["dataset"],
+            "root": settings["source"]["root"], "reader_kwargs": dict(reader_kwargs or {}),
+            "sampling": settings["sampling"], "detector": settings["detector"], "crop": settings["crop"],
+            "videos": len(records)}
+    index = FaceIndex.from_records(rows, root=output_dir).sorted()
+    index.meta = json.loads(json.dumps({**meta, "summary": index.summary()}))
+    index.write(output_dir)
+    report.faces = len(index)
+    report.index = index
+    report.seconds = round(time.perf_counter() - t0, 3)
+    atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
+    return report
+
+
+def extract_dataset(dataset: str, root: str | Path, output_dir: str | Path,
+                    reader_kwargs: Mapping[str, Any] | None = None, **extract_kwargs: Any) -> FaceIndex:
+    """Read a dataset's official layout and extract its faces (see :func:`extract_faces`).
+
+    Writes ``face_index.csv``, ``face_index.meta.json`` (dataset, absolute root, reader, sampling, detector and
+    crop settings, counts) and ``extraction_report.json`` into ``output_dir``.
+
+    Args:
+        dataset: a reader name (``ffpp``, ``dfdc``, ``celebdf``).
+        root: the dataset root.
+        output_dir: output folder.
+        reader_kwargs: keyword arguments of the reader (e.g. ``{"val_fraction": 0.1, "seed": 0}``).
+        **extract_kwargs: keyword arguments of :func:`extract_faces`.
+
+    Returns:
+        The face index written.
+
+    Raises:
+        DatasetLayoutError: if ``root`` does not have the dataset's layout.
+        ExtractionSettingsError, ValueError: see :func:`extract_faces`.
+    """
+    from faceforge.data.readers import read_dataset
+
+    reader_kwargs = dict(reader_kwargs or {})
+    records, reader_report = read_dataset(dataset, root, **reader_kwargs)
+    source = {"dataset": dataset, "root": str(Path(root).expanduser().resolve())}
+    report = extract_faces(records, output_dir, source=source, reader_kwargs=reader_kwargs,
+                           reader_report=reader_report, **extract_kwargs)
+    assert report.index is not None
+    return report.index
