@@ -240,7 +240,7 @@ def test_extraction_finds_faces_with_labels(extracted, dfdc_root):
     out, index, _ = extracted
     assert FaceIndex.read(out).columns["video_id"].tolist() == index.columns["video_id"].tolist()
     for name, label, method in ((FAKE, 1, "DFDC"), (REAL, 0, "original")):
-        rows = index.where(video_id=f"dfdc/./{Path(name).stem}")
+        rows = index.where(video_id=f"dfdc/{Path(name).stem}")
         assert len(rows) >= 3, f"faces in most of the 4 sampled frames of {name}"
         assert set(rows.columns["label"].tolist()) == {label}
         assert set(rows.columns["method"].tolist()) == {method}
@@ -252,7 +252,7 @@ def test_extraction_finds_faces_with_labels(extracted, dfdc_root):
             row = rows.row(i)
             assert 0 <= row["x1"] < row["x2"] <= 1920 and 0 <= row["y1"] < row["y2"] <= 1080
             assert rows.landmarks_array(i).shape == (5, 2)
-    assert index.where(video_id="dfdc/./abofeumbvv").columns["source_id"][0] == "dfdc/atvmxvwyns"
+    assert index.where(video_id="dfdc/abofeumbvv").columns["source_id"][0] == "dfdc/atvmxvwyns"
     meta = json.loads((out / "face_index.meta.json").read_text())
     assert meta["dataset"] == "dfdc" and meta["root"] == str(dfdc_root.resolve())
     assert meta["sampling"] == {"mode": "evenly", "num_frames": 4, "seed": 0, "stride": 1}
@@ -261,10 +261,10 @@ def test_extraction_finds_faces_with_labels(extracted, dfdc_root):
 
 def test_bad_videos_are_counted_not_fatal(extracted):
     out, index, report = extracted
-    assert [u["video_id"] for u in report["unreadable"]] == ["dfdc/./broken"]
-    assert [t["video_id"] for t in report["truncated"]] == ["dfdc/./cut"]
+    assert [u["video_id"] for u in report["unreadable"]] == ["dfdc/broken"]
+    assert [t["video_id"] for t in report["truncated"]] == ["dfdc/cut"]
     assert "ended early" in report["truncated"][0]["reason"]
-    assert "dfdc/./gray" in report["no_face"]
+    assert "dfdc/gray" in report["no_face"]
     assert report["failed"] == []
     assert any(m.endswith("gone.mp4") for m in report["reader"]["missing"])
     assert any(u.endswith("stray.mp4") for u in report["reader"]["unlabelled"])
@@ -337,7 +337,7 @@ def test_cli_fresh_run(tmp_path, fixtures_dir, capsys):
     printed = capsys.readouterr()
     assert "[2/2]" in printed.err and "faces:" in printed.out
     index = FaceIndex.read(out)
-    assert index.columns["video_id"].tolist() == ["dfdc/./lynaeydofd"] * 2
+    assert index.columns["video_id"].tolist() == ["dfdc/lynaeydofd"] * 2
     assert set(index.columns["split"].tolist()) == {"train"}
     assert all(p.endswith(".jpg") for p in index.columns["crop_path"].tolist())
     assert cv2.imread(str(index.crop_file(0))).shape == (64, 64, 3)
@@ -351,7 +351,7 @@ def test_parallel_workers_give_the_same_index(extracted, dfdc_root, tmp_path):
     extract_dataset("dfdc", dfdc_root, par, workers=2, **EXTRACT_KW)
     assert (par / "face_index.csv").read_bytes() == (out / "face_index.csv").read_bytes()
     report = json.loads((par / "extraction_report.json").read_text())
-    assert [t["video_id"] for t in report["truncated"]] == ["dfdc/./cut"]
+    assert [t["video_id"] for t in report["truncated"]] == ["dfdc/cut"]
     for name in os.listdir(out / "crops" / "dfdc" / "lynaeydofd"):
         a = cv2.imread(str(out / "crops" / "dfdc" / "lynaeydofd" / name))
         b = cv2.imread(str(par / "crops" / "dfdc" / "lynaeydofd" / name))

@@ -215,7 +215,7 @@ def test_dfdc_root_metadata_and_errors(tmp_path):
     write_json(root / "metadata.json", {"a.mp4": {"label": "FAKE", "split": "train", "original": "b.mp4"},
                                         "b.mp4": {"label": "REAL", "split": "train", "original": None}})
     records, report = read_dfdc(root)
-    assert [r.video_id for r in records] == ["dfdc/./a"]
+    assert [r.video_id for r in records] == ["dfdc/a"]
     assert records[0].source_id == "dfdc/b" and report.missing == [str((root / "b.mp4").resolve())]
     with pytest.raises(DatasetLayoutError, match="metadata.json"):
         read_dfdc(tmp_path / "missing")

@@ -17,7 +17,7 @@ for a real one, by file stem) is assigned by :func:`~faceforge.data.readers.assi
 Videos of the public test set (``test/labels.csv``) are ``test``. Where the public test set is used, pass
 ``test_fraction=0`` to keep every train-part video for train/val.
 
-Ids: ``video_id = dfdc/<part folder or '.'>/<stem>`` (``dfdc/test/<stem>`` for the public test set);
+Ids: ``video_id = dfdc/<part folder>/<stem>`` (``dfdc/<stem>`` for a metadata.json at the root) (``dfdc/test/<stem>`` for the public test set);
 ``source_id = dfdc/<group stem>``; ``method`` is ``DFDC`` for fakes and ``original`` for reals.
 
 Problems are reported, not raised: a file named by metadata but absent -> ``report.missing``; an mp4 that no
@@ -70,7 +70,7 @@ def read_dfdc(root: str | Path, val_fraction: float = 0.1, test_fraction: float 
     report = ReaderReport()
     records: list[VideoRecord] = []
     for folder in part_dirs:
-        part = "." if folder == root else folder.name
+        part = "" if folder == root else folder.name
         records.extend(_read_part(root, folder, part, val_fraction, test_fraction, seed, report))
     if labels_csv.is_file():
         records.extend(_read_test(root, labels_csv, report))
@@ -122,7 +122,7 @@ def _read_part(root: Path, folder: Path, part: str, val_fraction: float, test_fr
         original = entry.get("original")
         group = Path(original).stem if label == "FAKE" and isinstance(original, str) and original else stem
         split = assign_split(f"{DATASET}/{group}", seed, val_fraction, test_fraction)
-        out.append(_make(root, path, f"{DATASET}/{part}/{stem}", label == "FAKE", split, group))
+        out.append(_make(root, path, f"{DATASET}/{part}/{stem}" if part else f"{DATASET}/{stem}", label == "FAKE", split, group))
     report.unlabelled.extend(str(p) for p in videos if p.name not in meta)
     return out
 
