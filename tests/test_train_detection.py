@@ -12,18 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.cli import run_cli
+
 TINY_SYNTHETIC = ["data.builder.num_videos=24", "data.builder.frames_per_video=2", "data.batch_size=8"]
-
-
-def run_cli(project_root: Path, script: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python <script> overrides...`` in the project root; fail the test with its output if it fails."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run([sys.executable, script, *overrides], cwd=project_root, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    if proc.returncode != 0:
-        pytest.fail(f"{script} {' '.join(overrides)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n"
-                    f"{proc.stderr[-6000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
