@@ -6,6 +6,7 @@ Prints a markdown table and writes ``results.json`` (metrics, config, git commit
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -17,9 +18,14 @@ os.environ.setdefault("FACEFORGE_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; see conf/evaluate.yaml."""
+    from faceforge.errors import FaceforgeError
     from faceforge.runs.evaluation import evaluate
 
-    evaluate(cfg)
+    try:
+        evaluate(cfg)
+    except FaceforgeError as exc:  # bad input or an impossible request: one clear line, no traceback
+        print(f"faceforge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

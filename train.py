@@ -6,6 +6,7 @@ Composes conf/train.yaml with the overrides given on the command line and runs
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -17,9 +18,14 @@ os.environ.setdefault("FACEFORGE_ROOT", str(Path(__file__).resolve().parent))
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; see conf/train.yaml."""
+    from faceforge.errors import FaceforgeError
     from faceforge.runs.training import train
 
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except FaceforgeError as exc:  # bad input or an impossible request: one clear line, no traceback
+        print(f"faceforge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(2)
     metric = cfg.get("optimized_metric")
     value = result["metrics"].get(metric) if metric else None
     return float(value) if value is not None else None

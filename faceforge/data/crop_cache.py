@@ -38,13 +38,8 @@ from typing import Any
 import numpy as np
 
 from faceforge.data.face_index import FaceIndex
-from faceforge.data.image_io import (
-    INTERPOLATIONS,
-    ImageReadError,
-    ImageReadStats,
-    read_rgb_image,
-    resize_image,
-)
+from faceforge.data.image_io import INTERPOLATIONS, ImageReadError, ImageReadStats, read_rgb_image, resize_image
+from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -53,7 +48,7 @@ CACHE_FORMAT_VERSION = 1
 CACHE_DIRNAME = "cache"
 
 
-class CropCacheError(RuntimeError):
+class CropCacheError(FaceforgeError, RuntimeError):
     """The crop cache cannot be built or read (no disk space, a crop not in the cache, a corrupt cache file)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 
 INDEX_FILENAME = "face_index.csv"
@@ -55,7 +56,7 @@ _DTYPES = {name: dtype for name, dtype, _ in FACE_INDEX_COLUMNS}
 SPLITS = ("train", "val", "test")
 
 
-class FaceIndexError(ValueError):
+class FaceIndexError(FaceforgeError, ValueError):
     """A face index file is missing, malformed or inconsistent; the message names the file and the problem."""
 
 

@@ -39,6 +39,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from faceforge.errors import FaceforgeError
+
 #: Warnings per conversion kind and process before further ones are only counted.
 MAX_WARNINGS_PER_KIND = 5
 
@@ -48,7 +50,7 @@ _warn_lock = threading.Lock()
 _warned: Counter[str] = Counter()
 
 
-class ImageReadError(OSError):
+class ImageReadError(FaceforgeError, OSError):
     """An image file is missing, unreadable, truncated or of an unsupported kind.
 
     Attributes:

@@ -16,12 +16,7 @@ from faceforge.geometry.projection import (
     project_300wlp,
     split_pose_para,
 )
-from faceforge.geometry.w300lp import (
-    W300LPLabel,
-    W300LPLabelError,
-    landmarks_68_from_params,
-    read_300wlp_mat,
-)
+from faceforge.geometry.w300lp import W300LPLabel, W300LPLabelError, landmarks_68_from_params, read_300wlp_mat
 
 __all__ = [
     "NUM_LANDMARKS",

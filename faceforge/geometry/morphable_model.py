@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import scipy.io
 
+from faceforge.errors import FaceforgeError
+
 __all__ = [
     "NUM_LANDMARKS",
     "MorphableModel",
@@ -42,7 +44,7 @@ __all__ = [
 NUM_LANDMARKS = 68
 
 
-class MorphableModelError(ValueError):
+class MorphableModelError(FaceforgeError, ValueError):
     """A morphable-model file is missing, unreadable, lacks a key or holds an array of the wrong shape."""
 
 

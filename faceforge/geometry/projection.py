@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from faceforge.errors import FaceforgeError
+
 __all__ = ["ProjectionError", "angle2matrix_300wlp", "flip_winding", "project_300wlp", "split_pose_para"]
 
 
-class ProjectionError(ValueError):
+class ProjectionError(FaceforgeError, ValueError):
     """A pose vector, vertex or triangle array has the wrong shape or non-finite values."""
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import trimesh
 from skimage.measure import marching_cubes
 
+from faceforge.errors import FaceforgeError
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.utils.atomic import atomic_path
 
@@ -58,7 +59,7 @@ __all__ = ["MESH_FORMATS", "MeshExportError", "VolumeMeshError", "export_mesh", 
 MESH_FORMATS = (".obj", ".ply", ".glb")
 
 
-class VolumeMeshError(ValueError):
+class VolumeMeshError(FaceforgeError, ValueError):
     """A volume cannot be turned into a mesh (empty, wrong shape, bad values or bad image)."""
 
 

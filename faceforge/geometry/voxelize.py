@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
+from faceforge.errors import FaceforgeError
 from faceforge.geometry.volume_frame import VOLUME_DEPTH, VOLUME_SIZE, VolumeFrame
 
 __all__ = [
@@ -69,7 +70,7 @@ DEFAULT_MARGIN = 0.1
 DEFAULT_Z_MARGIN = 2.0
 
 
-class VoxelizationError(ValueError):
+class VoxelizationError(FaceforgeError, ValueError):
     """Malformed vertices, triangles, topology files, or a face that cannot be placed in a crop."""
 
 

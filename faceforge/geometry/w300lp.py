@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from faceforge.errors import FaceforgeError
 from faceforge.geometry.morphable_model import MorphableModel
 from faceforge.geometry.projection import project_300wlp
 
 __all__ = ["W300LPLabel", "W300LPLabelError", "landmarks_68_from_params", "read_300wlp_mat"]
 
 
-class W300LPLabelError(ValueError):
+class W300LPLabelError(FaceforgeError, ValueError):
     """A 300W-LP / AFLW2000-3D ``.mat`` label is missing, unreadable, lacks a key, or holds a bad array."""
 
 

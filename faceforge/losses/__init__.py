@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 from faceforge.losses.heatmap import HeatmapMSELoss, heatmap_mse_loss
-from faceforge.losses.volumetric import (
-    LossInputError,
-    VolumetricBCELoss,
-    volumetric_bce_loss,
-)
+from faceforge.losses.volumetric import LossInputError, VolumetricBCELoss, volumetric_bce_loss
 
 __all__ = [
     "HeatmapMSELoss",

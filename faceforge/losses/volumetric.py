@@ -34,13 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from faceforge.errors import FaceforgeError
+
 __all__ = ["LossInputError", "VolumetricBCELoss", "volumetric_bce_loss"]
 
 Reduction = Literal["mean", "sum_per_sample", "sum", "none"]
 _REDUCTIONS = ("mean", "sum_per_sample", "sum", "none")
 
 
-class LossInputError(ValueError):
+class LossInputError(FaceforgeError, ValueError):
     """A loss received tensors of the wrong shape, dtype or value range."""
 
 

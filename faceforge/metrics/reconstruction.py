@@ -61,6 +61,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from faceforge.errors import FaceforgeError
+
 __all__ = [
     "IcpResult",
     "LandmarkNME",
@@ -86,7 +88,7 @@ _ALIGNMENTS = ("none", "z_translation", "translation", "rigid", "similarity")
 _CORRESPONDENCES = ("index", "nearest")
 
 
-class ReconstructionMetricError(ValueError):
+class ReconstructionMetricError(FaceforgeError, ValueError):
     """A reconstruction metric or alignment received inputs of the wrong shape, dtype or value range."""
 
 

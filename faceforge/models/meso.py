@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from faceforge.errors import FaceforgeError
+
 __all__ = [
     "MESONET_INPUT_SIZE",
     "KerasWeightsError",
@@ -44,7 +46,7 @@ _TORCH_BN_MOMENTUM = 0.01  # Keras momentum 0.99 is the weight of the old runnin
 _HEAD_ACTIVATIONS = ("leaky_relu", "relu", None)
 
 
-class KerasWeightsError(ValueError):
+class KerasWeightsError(FaceforgeError, ValueError):
     """A Keras HDF5 weight file is missing, not HDF5, of an unknown layout, or has arrays of the wrong shape.
 
     The message always names the file.

@@ -62,6 +62,8 @@ import torchvision
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from faceforge.errors import FaceforgeError
+
 __all__ = [
     "BACKBONES",
     "IMAGENET_MEAN",
@@ -95,7 +97,7 @@ BACKBONES = (*_TORCHVISION_BACKBONES, "tiny")
 _POOLINGS = ("mean", "last")
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(FaceforgeError, ValueError):
     """A backbone weight file is missing, not loadable with ``torch.load(weights_only=True)``, not a state_dict, or
     does not fit the backbone (missing/unexpected keys, wrong shapes). The message always names the file."""
 

@@ -23,11 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceforge.models.hourglass import (
-    HourglassStem,
-    StackedHourglass,
-    VRNHourglass,
-)
+from faceforge.models.hourglass import HourglassStem, StackedHourglass, VRNHourglass
 
 __all__ = [
     "VRN",

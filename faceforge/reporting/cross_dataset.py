@@ -22,13 +22,14 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 
 METRICS = ("auc", "eer", "ap", "acc", "precision", "recall", "f1")
 LEVELS = ("frame", "video")
 
 
-class ResultsError(ValueError):
+class ResultsError(FaceforgeError, ValueError):
     """A results file is missing, not JSON, or lacks the entries a table needs (the message names it)."""
 
 

@@ -8,8 +8,10 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from faceforge.errors import FaceforgeError
 
-class RunConfigError(ValueError):
+
+class RunConfigError(FaceforgeError, ValueError):
     """The run's configuration asks for something that cannot be done (the message says what to change)."""
 
 

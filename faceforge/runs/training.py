@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from faceforge.runs.common import (RunConfigError, instantiate_group, metrics_to_floats, project_root)
+from faceforge.runs.common import RunConfigError, instantiate_group, metrics_to_floats, project_root
 from faceforge.utils.atomic import atomic_write_json
 from faceforge.utils.run_info import write_run_info
 

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 import faceforge
+from faceforge.errors import FaceforgeError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FaceforgeError, ValueError):
     """A checkpoint is missing, unreadable, or lacks what faceforge needs to rebuild the task."""
 
 

@@ -9,6 +9,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from faceforge.errors import FaceforgeError
+
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
@@ -17,7 +19,7 @@ _OPTIMIZERS = {
 }
 
 
-class OptimConfigError(ValueError):
+class OptimConfigError(FaceforgeError, ValueError):
     """An optimiser or scheduler config names an unknown kind or an invalid option."""
 
 

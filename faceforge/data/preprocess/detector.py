@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from faceforge.errors import FaceforgeError
+
 __all__ = [
     "DEFAULT_FACTOR",
     "DEFAULT_MIN_FACE_FRACTION",
@@ -47,7 +49,7 @@ DEFAULT_FACTOR = 0.75
 MIN_FACE_FLOOR = 20.0
 
 
-class FaceDetectorError(RuntimeError):
+class FaceDetectorError(FaceforgeError, RuntimeError):
     """Bad detector settings or input frames (the message says which)."""
 
 

@@ -44,6 +44,7 @@ from faceforge.data.preprocess.detector import FaceDetector
 from faceforge.data.preprocess.sampling import SAMPLING_MODES, sample_frame_indices
 from faceforge.data.preprocess.video import FrameStream, VideoDecodeError, prefetch, probe_video
 from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
 
 __all__ = [
@@ -68,7 +69,7 @@ IMAGE_FORMATS: dict[str, tuple[str, list[int]]] = {
 _VIDEO_COLUMNS = ("video_id", "dataset", "method", "compression", "split", "label", "source_id", "video_path")
 
 
-class ExtractionSettingsError(ValueError):
+class ExtractionSettingsError(FaceforgeError, ValueError):
     """An output folder already holds an extraction made with other settings (the message lists them)."""
 
 

@@ -19,12 +19,14 @@ from typing import TypeVar
 import av
 import numpy as np
 
+from faceforge.errors import FaceforgeError
+
 T = TypeVar("T")
 
 __all__ = ["prefetch", "FrameList", "FrameStream", "VideoDecodeError", "VideoInfo", "probe_video", "read_frames"]
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(FaceforgeError, RuntimeError):
     """A video file cannot be opened or decoded.
 
     Attributes:

@@ -78,6 +78,7 @@ from faceforge.data.volumes.storage import (
     VolumeStoreWriter,
     encode_image,
 )
+from faceforge.errors import FaceforgeError
 from faceforge.geometry.morphable_model import MorphableModel, MorphableModelError
 from faceforge.geometry.projection import ProjectionError, project_300wlp
 from faceforge.geometry.volume_frame import VOLUME_DEPTH, VOLUME_SIZE, VolumeFrame
@@ -179,7 +180,7 @@ _FLOAT_COLUMNS = {"pitch", "yaw", "roll", "frame_scale", "frame_tx", "frame_ty",
                   "frame_depth_scale"}
 
 
-class VolumeGenerationError(ValueError):
+class VolumeGenerationError(FaceforgeError, ValueError):
     """Bad arguments or inputs that stop a whole run (missing root, duplicate sample ids, unusable model)."""
 
 

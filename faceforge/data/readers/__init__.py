@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.errors import FaceforgeError
 
 __all__ = [
     "READERS",
@@ -40,7 +41,7 @@ __all__ = [
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4",)
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(FaceforgeError, ValueError):
     """A dataset root is missing or does not have the official layout.
 
     The message names the root and the folders/files that were expected there.

@@ -61,6 +61,7 @@ import cv2
 import h5py
 import numpy as np
 
+from faceforge.errors import FaceforgeError
 from faceforge.geometry.volume_frame import VOLUME_DEPTH, VOLUME_SIZE, VolumeFrame
 from faceforge.utils.atomic import atomic_path
 
@@ -94,11 +95,11 @@ IMAGE_CODECS = ("jpeg", "png", "raw")
 NUM_LANDMARKS = 68
 
 
-class VolumeEncodingError(ValueError):
+class VolumeEncodingError(FaceforgeError, ValueError):
     """A volume cannot be stored as one run per column (or its maps are malformed)."""
 
 
-class VolumeStoreError(OSError):
+class VolumeStoreError(FaceforgeError, OSError):
     """A volume store file is missing, truncated or corrupt, lacks a dataset, or has no such sample.
 
     The message names the file and the dataset or sample key.
