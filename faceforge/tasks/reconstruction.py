@@ -1,0 +1,531 @@
+"""Volume regression task: VRN, VRN - Guided and VRN - Multitask (Jackson et al., "Large Pose 3D Face
+Reconstruction from a Single Image via Direct Volumetric CNN Regression", ICCV 2017).
+
+The task owns the losses, the metrics, the optimisation and the meshes; the wrapped network is a plain
+``nn.Module`` from :mod:`faceforge.models.vrn` returning LOGITS:
+
+* ``variant="vrn"``: :class:`~faceforge.models.vrn.VRN`, ``net(images) -> (B, D, S, S)`` volume logits;
+* ``variant="guided"``: :class:`~faceforge.models.vrn.VRNGuided`. As in Jackson's thesis, the reconstruction
+  network is trained with GROUND-TRUTH landmark heatmaps stacked with the image (Gaussians of sigma
+  ``heatmap_sigma`` px at the image resolution, :func:`~faceforge.models.vrn.gaussian_heatmaps`), while its
+  landmark network is trained on the same images with the heatmap loss; at validation and test the PREDICTED
+  heatmaps guide the reconstruction (``net(images)``);
+* ``variant="multitask"``: :class:`~faceforge.models.vrn.VRNMultitask`, one trunk, volume + 68 heatmaps.
+
+Batches come from :class:`faceforge.data.volume_datamodule.VolumeDataModule`: ``image`` uint8 (B, 3, S, S)
+(scaled to [0, 1] here, on the device), the target volume as run maps ``start`` / ``stop`` (B, S, S) with its
+``depth`` (B,) (decoded on the device with :func:`~faceforge.data.volumes.storage.decode_runs`), ``landmarks``
+(B, 68, 2) crop pixels (NaN unknown), ``frame`` (B, 5) (crop <- source-image similarity, NaN when unknown),
+``yaw`` (B,) radians and ``index`` (B,).
+
+Loss (Sec. 3.3): per-voxel sigmoid cross-entropy (:func:`~faceforge.losses.volumetric.volumetric_bce_loss`, the
+mean over voxels by default: see that module for why) plus ``heatmap_weight`` times the heatmap MSE with
+intermediate supervision (:func:`~faceforge.losses.heatmap.heatmap_mse_loss`; targets are Gaussians of sigma
+``heatmap_sigma`` at the heatmaps' resolution, H/4). Optimiser: RMSProp, lr 1e-4, divided by 10 after 40 epochs
+(the paper's schedule) unless configured otherwise.
+
+Metrics: ``val/iou`` and ``test/iou`` (volumetric IoU of ``sigmoid > iou_threshold``,
+:class:`~faceforge.metrics.reconstruction.VolumetricIoU`); for the variants with heatmaps ``val/nme`` and
+``test/nme`` (68-landmark NME, 3DDFA's AFLW2000-3D protocol, :class:`~faceforge.metrics.reconstruction.
+LandmarkNME`), with the test NME also per absolute-yaw bin [0, 30], (30, 60], (60, 90] degrees and balanced.
+Landmarks are read from the last heatmap stack (arg-max refined to sub-pixel by a parabola through the
+neighbours, :func:`heatmap_landmarks`), mapped to crop pixels, and then to source-image pixels through the
+sample's frame when it has one (the NME is invariant to that similarity; predictions are written in source pixels).
+
+Meshes: after each validation epoch ``num_val_meshes`` predicted volumes of the first validation batch become
+meshes (marching cubes at ``iou_threshold``, vertex colours from the crop,
+:func:`~faceforge.geometry.volume_mesh.volume_to_mesh`) written to ``<run dir>/meshes/epoch_XXX/`` (and their
+ground truth once to ``meshes/gt/``) and logged to W&B as ``wandb.Object3D`` when a WandbLogger is attached; after
+testing, the same for the first test batch in ``meshes/test/``. Meshes are written for viewing: crop pixels,
+centred, x right, y UP, z towards the viewer (``(u - c, c - v, k - D/2)``, ``c = (S - 1) / 2``; faces wound
+outwards).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from faceforge.data.volumes.storage import decode_runs
+from faceforge.losses.heatmap import heatmap_mse_loss
+from faceforge.losses.volumetric import volumetric_bce_loss
+from faceforge.metrics.reconstruction import LandmarkNME, VolumetricIoU, landmark_nme, volumetric_iou
+from faceforge.models.vrn import gaussian_heatmaps
+from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
+from faceforge.tasks.detection import images_to_float
+from faceforge.tasks.optim import build_optimizer, build_scheduler
+
+__all__ = ["RECONSTRUCTION_COLUMNS", "VARIANTS", "ReconstructionOutput", "ReconstructionTaskError",
+           "VolumeRegressionTask", "crop_to_source", "heatmap_landmarks", "image_to_heatmap_points"]
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("vrn", "guided", "multitask")
+#: Absolute-yaw bins (degrees) of the test report (3DDFA's AFLW2000-3D protocol).
+YAW_BINS = ((0, 30), (30, 60), (60, 90))
+#: (report key, column title) of the reconstruction results table.
+RECONSTRUCTION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("iou", "IoU"), ("nme", "NME"), ("nme_0_30", "NME [0,30]"), ("nme_30_60", "NME (30,60]"),
+    ("nme_60_90", "NME (60,90]"), ("nme_balanced", "NME mean"), ("n", "N"),
+)
+DEFAULT_OPTIMIZER = {"name": "rmsprop", "lr": 1.0e-4}
+DEFAULT_SCHEDULER = {"name": "multistep", "milestones": [40], "gamma": 0.1}
+
+
+class ReconstructionTaskError(ValueError):
+    """The task's configuration does not fit the network, or a batch does not fit the network's output."""
+
+
+class ReconstructionOutput(NamedTuple):
+    """What :meth:`VolumeRegressionTask.forward` returns.
+
+    Attributes:
+        volume: (B, D, S, S) volume logits.
+        heatmaps: the landmark heatmaps (a list of per-stack (B, 68, h, w) tensors, or one such tensor), or None.
+    """
+
+    volume: torch.Tensor
+    heatmaps: list[torch.Tensor] | torch.Tensor | None
+
+
+def image_to_heatmap_points(points: torch.Tensor, image_size: tuple[int, int],
+                            heatmap_size: tuple[int, int]) -> torch.Tensor:
+    """Map (..., 2) image pixel coordinates to a heatmap's pixel frame (pixel centres at integers on both sides).
+
+    ``x_h = (x + 0.5) * w / W - 0.5`` (and the same for y): pixel ``j`` of a heatmap ``r = W / w`` times smaller
+    covers image pixels ``r j .. r j + r - 1``, whose centre is ``r j + (r - 1) / 2``.
+    """
+    sy = heatmap_size[0] / image_size[0]
+    sx = heatmap_size[1] / image_size[1]
+    scale = torch.tensor([sx, sy], dtype=points.dtype, device=points.device)
+    return (points + 0.5) * scale - 0.5
+
+
+def heatmap_landmarks(heatmaps: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Landmark positions from heatmaps: arg-max, refined by a parabola through the two neighbours per axis.
+
+    The sub-pixel offset along x is ``0.5 (h[x-1] - h[x+1]) / (h[x-1] - 2 h[x] + h[x+1])`` clamped to +-0.5 (0 at
+    the border or where the curvature is not negative); the same along y.
+
+    Args:
+        heatmaps: (B, K, h, w) float heatmaps.
+        image_size: ``(H, W)`` of the image the heatmaps belong to; if given, the points are mapped to its pixels
+            (inverse of :func:`image_to_heatmap_points`), else they stay in heatmap pixels.
+
+    Returns:
+        (B, K, 2) float32 points (x, y).
+
+    Raises:
+        ReconstructionTaskError: if ``heatmaps`` is not 4-D.
+    """
+    if heatmaps.ndim != 4:
+        raise ReconstructionTaskError(f"heatmaps must be (B, K, h, w), got {tuple(heatmaps.shape)}")
+    hm = heatmaps.detach().float()
+    b, k, h, w = hm.shape
+    flat = hm.reshape(b, k, h * w)
+    idx = flat.argmax(dim=-1)
+    iy, ix = idx // w, idx % w
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        return flat.gather(-1, (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).unsqueeze(-1)).squeeze(-1)
+
+    centre = at(iy, ix)
+
+    def offset(minus: torch.Tensor, plus: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        denom = minus - 2.0 * centre + plus
+        ok = inside & (denom < -1e-12)
+        off = torch.where(ok, 0.5 * (minus - plus) / torch.where(ok, denom, torch.ones_like(denom)),
+                          torch.zeros_like(denom))
+        return off.clamp(-0.5, 0.5)
+
+    dx = offset(at(iy, ix - 1), at(iy, ix + 1), (ix > 0) & (ix < w - 1))
+    dy = offset(at(iy - 1, ix), at(iy + 1, ix), (iy > 0) & (iy < h - 1))
+    pts = torch.stack([ix.float() + dx, iy.float() + dy], dim=-1)
+    if image_size is not None:
+        scale = torch.tensor([image_size[1] / w, image_size[0] / h], dtype=pts.dtype, device=pts.device)
+        pts = (pts + 0.5) * scale - 0.5
+    return pts
+
+
+def crop_to_source(points: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """Map (B, K, 2) crop pixels to source-image pixels with per-sample frames ``(scale, tx, ty, ...)`` (B, >=3).
+
+    ``x = (u - tx) / scale``, ``y = (v - ty) / scale`` (:meth:`faceforge.geometry.volume_frame.VolumeFrame.
+    volume_to_image`); samples whose frame is not finite keep their crop coordinates.
+    """
+    f = frame.to(points.dtype)
+    ok = torch.isfinite(f[:, :3]).all(dim=1) & (f[:, 0] > 0)
+    s = torch.where(ok, f[:, 0], torch.ones_like(f[:, 0]))[:, None, None]
+    t = torch.where(ok[:, None], f[:, 1:3], torch.zeros_like(f[:, 1:3]))[:, None, :]
+    return (points - t) / s
+
+
+def _safe_name(sample_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id.replace("/", "__"))
+
+
+class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
+    """LightningModule for VRN volume regression (unguided, guided, multitask).
+
+    Args:
+        net: the network (:class:`~faceforge.models.vrn.VRN`, :class:`~faceforge.models.vrn.VRNGuided` or
+            :class:`~faceforge.models.vrn.VRNMultitask`, matching ``variant``).
+        variant: ``"vrn"``, ``"guided"`` or ``"multitask"``.
+        heatmap_weight: weight of the heatmap loss (guided, multitask).
+        heatmap_sigma: sigma (pixels) of the Gaussian landmark heatmaps: the guided inputs at the image resolution
+            and the loss targets at the heatmap resolution (1, as in the paper).
+        optimizer: primitive optimiser spec (default RMSProp, lr 1e-4: Jackson et al. 2017, Sec. 4); None is the
+            same default.
+        scheduler: primitive scheduler spec (default: lr x 0.1 after epoch 40, the paper's schedule) or None for a
+            constant learning rate.
+        iou_threshold: occupancy threshold on the sigmoid for IoU and for the meshes' iso-surface.
+        num_val_meshes: meshes saved (and logged to W&B) per validation epoch and after testing; 0 for none.
+        mesh_format: ``"glb"`` (default; vertex colours, viewable in W&B), ``"obj"`` or ``"ply"``.
+        loss_reduction: reduction of the volume loss (``"mean"`` default; ``"sum_per_sample"`` is Eq. 1 literally).
+        monitor: the validation metric checkpoints are chosen on (``val/iou``).
+        monitor_mode: ``max`` or ``min``.
+        net_spec: YAML of the network's Hydra config (set by ``train.py``; stored in checkpoints).
+
+    Raises:
+        ReconstructionTaskError: unknown variant or mesh format, or a network that does not fit the variant.
+    """
+
+    def __init__(self, net: nn.Module, variant: str = "vrn", heatmap_weight: float = 1.0, heatmap_sigma: float = 1.0,
+                 optimizer: Mapping[str, Any] | None = DEFAULT_OPTIMIZER,
+                 scheduler: Mapping[str, Any] | None = DEFAULT_SCHEDULER,
+                 iou_threshold: float = 0.5, num_val_meshes: int = 2, mesh_format: str = "glb",
+                 loss_reduction: str = "mean", monitor: str = "val/iou", monitor_mode: str = "max",
+                 net_spec: str | None = None) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ReconstructionTaskError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if mesh_format not in ("glb", "obj", "ply"):
+            raise ReconstructionTaskError(f"mesh_format must be 'glb', 'obj' or 'ply', got {mesh_format!r}")
+        if variant == "guided" and not hasattr(net, "landmark_net"):
+            raise ReconstructionTaskError(f"variant 'guided' needs a VRNGuided network (with a landmark_net), got "
+                                          f"{type(net).__name__}")
+        if variant == "multitask" and not hasattr(net, "landmark_head"):
+            raise ReconstructionTaskError(f"variant 'multitask' needs a VRNMultitask network, got "
+                                          f"{type(net).__name__}")
+        if variant == "vrn" and (hasattr(net, "landmark_net") or hasattr(net, "landmark_head")):
+            raise ReconstructionTaskError(f"variant 'vrn' needs a plain VRN, got {type(net).__name__}: set "
+                                          f"model.variant to 'guided' or 'multitask'")
+        optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
+        scheduler = dict(scheduler) if scheduler is not None else None
+        if scheduler is not None and "milestones" in scheduler:
+            scheduler["milestones"] = [int(m) for m in scheduler["milestones"]]
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.val_iou = VolumetricIoU(threshold=iou_threshold)
+        self.test_iou = VolumetricIoU(threshold=iou_threshold)
+        self.val_nme = LandmarkNME(yaw_bins=YAW_BINS)
+        self.test_nme = LandmarkNME(yaw_bins=YAW_BINS)
+        #: filled at the end of a test epoch: the report (IoU, NME overall and per yaw bin)
+        self.test_report: dict[str, Any] | None = None
+        #: filled at the end of a test epoch: per-sample index, iou, nme, yaw and predicted landmarks
+        self.test_outputs: dict[str, np.ndarray] | None = None
+        #: meshes written by the last validation / test epoch
+        self.mesh_paths: list[Path] = []
+        self._mesh_samples: list[dict[str, Any]] = []
+        self._test_rows: list[dict[str, torch.Tensor]] = []
+
+    @property
+    def has_landmarks(self) -> bool:
+        """Whether the variant predicts landmark heatmaps."""
+        return self.hparams.variant in ("guided", "multitask")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor, landmark_heatmaps: torch.Tensor | None = None) -> ReconstructionOutput:
+        """Volume logits (and heatmaps) for images uint8 (B, 3, H, W) or float in [0, 1].
+
+        Args:
+            images: the batch.
+            landmark_heatmaps: guided only: (B, 68, H, W) heatmaps to guide with (ground truth in training);
+                None predicts them.
+        """
+        x = images_to_float(images)
+        variant = self.hparams.variant
+        if variant == "vrn":
+            return ReconstructionOutput(self.net(x), None)
+        if variant == "guided":
+            out = self.net(x, landmark_heatmaps)
+            return ReconstructionOutput(out.volume, out.heatmaps)
+        out = self.net(x)
+        return ReconstructionOutput(out.volume, out.heatmaps)
+
+    # ------------------------------------------------------------------ targets and losses
+    def _target(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        depth = int(batch["depth"].reshape(-1)[0]) if "depth" in batch else logits.shape[1]
+        data_shape = (depth, *batch["stop"].shape[-2:])
+        if tuple(logits.shape[1:]) != data_shape:
+            raise ReconstructionTaskError(
+                f"the network predicts volumes of shape (D, S, S) = {tuple(logits.shape[1:])} but the data's volumes "
+                f"are {data_shape}: make model.net's out_depth / output_size (data.network.volume_depth / "
+                f"image_size in the configs) match the data")
+        return decode_runs(batch["start"], batch["stop"], depth, dtype=logits.dtype)
+
+    def _heatmap_target(self, landmarks: torch.Tensor, image_size: tuple[int, int],
+                        heatmap_size: tuple[int, int]) -> torch.Tensor:
+        pts = image_to_heatmap_points(landmarks.float(), image_size, heatmap_size)
+        return gaussian_heatmaps(pts, heatmap_size, sigma=float(self.hparams.heatmap_sigma))
+
+    def _run(self, batch: Mapping[str, torch.Tensor], training: bool) -> dict[str, Any]:
+        images = batch["image"]
+        h, w = images.shape[-2:]
+        landmarks = batch["landmarks"].float()
+        heat_preds: list[torch.Tensor] | torch.Tensor | None
+        if self.hparams.variant == "guided" and training:
+            # Jackson's thesis: ground-truth heatmaps guide the reconstruction network in training; the landmark
+            # network learns from the same images with the heatmap loss.
+            x = images_to_float(images)
+            guide = gaussian_heatmaps(landmarks, (h, w), sigma=float(self.hparams.heatmap_sigma)).to(x.dtype)
+            logits = self.net(x, guide).volume
+            heat_preds = self.net.landmark_net(x)
+        else:
+            logits, heat_preds = self(images)
+        target = self._target(batch, logits)
+        volume_loss = volumetric_bce_loss(logits, target, reduction=self.hparams.loss_reduction)
+        heat_loss = None
+        last_heat = None
+        if heat_preds is not None and self.has_landmarks:
+            stacks = heat_preds if isinstance(heat_preds, (list, tuple)) else [heat_preds]
+            last_heat = stacks[-1]
+            target_heat = self._heatmap_target(landmarks, (h, w), tuple(last_heat.shape[-2:]))
+            visible = torch.isfinite(landmarks).all(dim=-1)
+            heat_loss = heatmap_mse_loss(list(stacks), target_heat.to(last_heat.dtype), visibility=visible)
+        loss = volume_loss if heat_loss is None else volume_loss + float(self.hparams.heatmap_weight) * heat_loss
+        return {"loss": loss, "volume_loss": volume_loss, "heatmap_loss": heat_loss, "logits": logits,
+                "target": target, "heatmaps": last_heat}
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self._run(batch, training=True)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", out["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("train/volume_loss", out["volume_loss"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        if out["heatmap_loss"] is not None:
+            self.log("train/heatmap_loss", out["heatmap_loss"], on_step=False, on_epoch=True, batch_size=bs,
+                     sync_dist=True)
+        return out["loss"]
+
+    def _landmark_predictions(self, batch: Mapping[str, torch.Tensor],
+                              heatmaps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(pred (B, 68, 2), gt (B, 68, 2)) in source pixels where the frame is known, and the valid-row mask."""
+        if heatmaps is None:
+            return None
+        size = tuple(batch["image"].shape[-2:])
+        pred = heatmap_landmarks(heatmaps, size)  # type: ignore[arg-type]
+        gt = batch["landmarks"].float()
+        frame = batch["frame"]
+        valid = torch.isfinite(gt).all(dim=-1).all(dim=-1)
+        return crop_to_source(pred, frame), crop_to_source(gt, frame), valid
+
+    def _eval_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        out = self._run(batch, training=False)
+        bs = batch["image"].shape[0]
+        self.log(f"{stage}/loss", out["loss"], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        iou_metric = self.val_iou if stage == "val" else self.test_iou
+        nme_metric = self.val_nme if stage == "val" else self.test_nme
+        logits, target = out["logits"].float(), out["target"]
+        iou_metric.update(logits, target)
+        lm = self._landmark_predictions(batch, out["heatmaps"])
+        yaw = batch["yaw"].double() if "yaw" in batch else None
+        if lm is not None:
+            pred, gt, valid = lm
+            if bool(valid.any()):
+                nme_metric.update(pred[valid], gt[valid], None if yaw is None else yaw[valid])
+        if stage == "test":
+            per_iou = volumetric_iou(logits, target, threshold=float(self.hparams.iou_threshold))
+            nme = torch.full((bs,), float("nan"), dtype=torch.float64, device=logits.device)
+            pred_pts = torch.full((bs, 68, 2), float("nan"), dtype=torch.float32, device=logits.device)
+            if lm is not None:
+                pred, gt, valid = lm
+                pred_pts = pred.float()
+                if bool(valid.any()):
+                    nme[valid] = landmark_nme(pred[valid], gt[valid]).to(nme.device)
+            self._test_rows.append({"index": batch["index"].detach().cpu(), "iou": per_iou.detach().cpu(),
+                                    "nme": nme.detach().cpu(),
+                                    "yaw": (yaw if yaw is not None else torch.full((bs,), float("nan"))).cpu(),
+                                    "landmarks": pred_pts.detach().cpu()})
+        if batch_idx == 0 and int(self.hparams.num_val_meshes) > 0 and not self.trainer.sanity_checking:
+            k = min(int(self.hparams.num_val_meshes), bs)
+            probs = torch.sigmoid(logits[:k]).cpu().numpy()
+            images = batch["image"][:k].permute(0, 2, 3, 1).cpu().numpy()
+            self._mesh_samples = [{"probs": probs[i], "target": target[i].cpu().numpy(), "image": images[i],
+                                   "index": int(batch["index"][i])} for i in range(k)]
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    # ------------------------------------------------------------------ epoch ends
+    def on_validation_epoch_start(self) -> None:
+        self._mesh_samples = []
+
+    def on_test_epoch_start(self) -> None:
+        self._mesh_samples = []
+        self._test_rows = []
+
+    def _nme_values(self, metric: LandmarkNME) -> dict[str, float]:
+        raw = metric.compute()
+        metric.reset()
+        return {k: float(v) for k, v in raw.items()}
+
+    def on_validation_epoch_end(self) -> None:
+        if int(self.val_iou.n_samples) > 0:
+            self.log("val/iou", self.val_iou.compute(), prog_bar=True)
+        self.val_iou.reset()
+        if self.has_landmarks and self.val_nme.update_called:
+            nme = self._nme_values(self.val_nme)
+            if not math.isnan(nme["nme"]):
+                self.log("val/nme", nme["nme"], prog_bar=True)
+        self.val_nme.reset()
+        if self._mesh_samples and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.mesh_paths = self._save_meshes(f"epoch_{self.current_epoch:03d}", "val")
+            self._log_meshes_to_wandb("val/meshes", self.mesh_paths)
+        self._mesh_samples = []
+
+    def on_test_epoch_end(self) -> None:
+        report: dict[str, Any] = {"variant": self.hparams.variant, "iou_threshold": float(self.hparams.iou_threshold)}
+        n = int(self.test_iou.n_samples)
+        report["iou"] = float(self.test_iou.compute()) if n else float("nan")
+        report["n"] = n
+        self.test_iou.reset()
+        if self.has_landmarks:
+            nme = self._nme_values(self.test_nme) if self.test_nme.update_called else {}
+            for key, value in nme.items():
+                report["n_landmarks" if key == "n" else key] = int(value) if key.startswith("n_") or key == "n" \
+                    else value
+        self.test_nme.reset()
+        rows = self._test_rows
+        if rows:
+            outputs = {k: torch.cat([r[k] for r in rows]).numpy() for k in rows[0]}
+            yaw_deg = np.abs(np.degrees(outputs["yaw"].astype(np.float64)))
+            for lo, hi in YAW_BINS:
+                sel = (yaw_deg >= lo) & (yaw_deg <= hi) if lo == 0 else (yaw_deg > lo) & (yaw_deg <= hi)
+                if hi == YAW_BINS[-1][1]:
+                    sel = sel | (yaw_deg > hi)
+                report[f"iou_{lo}_{hi}"] = float(outputs["iou"][sel].mean()) if sel.any() else float("nan")
+            self.test_outputs = outputs
+        flat = {f"test/{k}": float(v) for k, v in report.items()
+                if isinstance(v, (int, float)) and k not in ("iou_threshold",) and not math.isnan(float(v))}
+        if flat:
+            self.log_dict(flat)
+        self.test_report = report
+        self._test_rows = []
+        if self._mesh_samples and self.trainer.is_global_zero:
+            self.mesh_paths = self._save_meshes("test", "test")
+            self._log_meshes_to_wandb("test/meshes", self.mesh_paths)
+        self._mesh_samples = []
+
+    # ------------------------------------------------------------------ meshes
+    def _sample_id(self, split: str, index: int) -> str:
+        dm = getattr(self.trainer, "datamodule", None)
+        ids = getattr(dm, "sample_ids", None) or {}
+        names = ids.get(split) if isinstance(ids, Mapping) else None
+        if names is not None and 0 <= index < len(names):
+            return str(names[index])
+        return f"{split}_{index:06d}"
+
+    def _display_mesh(self, volume: np.ndarray, image: np.ndarray | None) -> Any:
+        from faceforge.geometry.volume_mesh import volume_to_mesh
+
+        mesh = volume_to_mesh(volume, iso_level=float(self.hparams.iou_threshold), image=image)
+        d, s = volume.shape[0], volume.shape[-1]
+        c = (s - 1) / 2.0
+        v = np.asarray(mesh.vertices, dtype=np.float64)
+        mesh.vertices = np.c_[v[:, 0] - c, c - v[:, 1], v[:, 2] - d / 2.0]
+        mesh.faces = np.asarray(mesh.faces)[:, [0, 2, 1]]  # the y mirror flips the winding: keep normals outward
+        return mesh
+
+    def _save_meshes(self, folder: str, split: str) -> list[Path]:
+        """Export the kept samples' predicted meshes (and ground truth once) under ``<run dir>/meshes/``."""
+        from faceforge.geometry.volume_mesh import VolumeMeshError, export_mesh
+
+        root = Path(self.trainer.default_root_dir) / "meshes"
+        fmt = self.hparams.mesh_format
+        paths: list[Path] = []
+        for sample in self._mesh_samples:
+            name = _safe_name(self._sample_id(split, sample["index"]))
+            try:
+                paths.append(export_mesh(self._display_mesh(sample["probs"], sample["image"]),
+                                         root / folder / f"{name}.{fmt}"))
+            except VolumeMeshError as exc:  # e.g. an empty prediction early in training
+                log.warning("no mesh for %s (%s): %s", name, folder, exc)
+            gt_path = root / "gt" / f"{name}.{fmt}"
+            if not gt_path.exists():
+                try:
+                    export_mesh(self._display_mesh(sample["target"], sample["image"]), gt_path)
+                except VolumeMeshError as exc:
+                    log.warning("no ground-truth mesh for %s: %s", name, exc)
+        return paths
+
+    def _log_meshes_to_wandb(self, key: str, paths: list[Path]) -> None:
+        if not paths:
+            return
+        from pytorch_lightning.loggers import WandbLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                logger.experiment.log({key: [wandb.Object3D(str(p)) for p in paths],
+                                       "trainer/global_step": self.global_step})
+
+    # ------------------------------------------------------------------ evaluation outputs
+    def result_table(self, report: Mapping[str, Any], dataset: str) -> tuple[list[dict[str, Any]], Any]:
+        """Rows and (key, title) columns of the results table for a test report (used by evaluate.py)."""
+        row = {"dataset": dataset, "subset": "all", "level": self.hparams.variant}
+        row.update({k: v for k, v in report.items() if k not in ("variant",)})
+        return [row], RECONSTRUCTION_COLUMNS
+
+    def write_test_outputs(self, output_dir: str | Path, datamodule: Any) -> list[Path]:
+        """Write ``reconstruction_predictions.csv`` (one row per test sample) into ``output_dir``.
+
+        Columns: ``sample_id``, ``yaw_deg``, ``iou``, ``nme`` (empty where the variant has no landmarks or the
+        sample no ground truth) and ``landmarks`` (136 predicted x y values in source-image pixels where the frame
+        is known, else crop pixels; empty without landmarks). Returns the paths written: the CSV and the test
+        meshes saved by the test epoch (``<run dir>/meshes/test/``); nothing without test outputs.
+        """
+        import csv
+        import io
+
+        from faceforge.data.face_index import format_landmarks
+        from faceforge.utils.atomic import atomic_write_text
+
+        out = self.test_outputs
+        if not out or len(out["index"]) == 0:
+            return []
+        ids = (getattr(datamodule, "sample_ids", None) or {}).get("test")
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["sample_id", "yaw_deg", "iou", "nme", "landmarks"])
+        for j, i in enumerate(out["index"].tolist()):
+            sid = ids[i] if ids is not None and 0 <= i < len(ids) else f"test_{i:06d}"
+            nme, yaw = float(out["nme"][j]), float(out["yaw"][j])
+            lmk = out["landmarks"][j]
+            writer.writerow([sid, "" if math.isnan(yaw) else f"{math.degrees(yaw):.3f}", f"{float(out['iou'][j]):.6f}",
+                             "" if math.isnan(nme) else f"{nme:.6f}",
+                             "" if not np.isfinite(lmk).all() else format_landmarks(lmk)])
+        path = Path(output_dir) / "reconstruction_predictions.csv"
+        atomic_write_text(path, buf.getvalue())
+        return [path, *[p for p in self.mesh_paths if p.exists()]]
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+

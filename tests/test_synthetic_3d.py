@@ -1,0 +1,150 @@
+"""Tests of the embedded 3D dataset (faceforge.data.synthetic.reconstruction).
+
+It must be written in exactly the form volume generation writes (so the same readers serve it), be deterministic
+per seed, and its ground truth must be exact: the stored volume is the z-buffer of the face mesh (recomputed here
+independently), the landmarks are points of that surface (inside the footprint, never in front of the surface, on
+it where visible), the frame maps them back to the source frame, and the landmark numbering has iBUG semantics.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceforge.data.preprocess_3d import INDEX_COLUMNS, open_volume_store, read_volume_index
+from faceforge.data.synthetic.reconstruction import (
+    build_synthetic_reconstruction,
+    face_grid,
+    landmark_template,
+    sample_shape,
+    synthesize_face,
+)
+from faceforge.geometry.volume_mesh import volume_to_mesh
+from faceforge.geometry.voxelize import rasterize_depth
+
+SIZE = 64
+INNER = slice(17, 68)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("s3d")
+    build_synthetic_reconstruction(out, num_samples=12, size=SIZE, depth=SIZE, seed=5, num_threads=2)
+    return out
+
+
+def test_written_like_volume_generation(built: Path) -> None:
+    rows = read_volume_index(built)
+    assert len(rows) == 12
+    assert set(rows[0]) >= {c for c, _ in INDEX_COLUMNS}
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    assert sorted(r["sample_id"] for r in rows) == [r["sample_id"] for r in rows]
+    store = open_volume_store(built)
+    assert (store.size, store.depth) == (SIZE, SIZE)
+    for r in rows:
+        s = store[r["sample_id"]]
+        assert s.image.shape == (SIZE, SIZE, 3) and s.image.dtype == np.uint8
+        np.testing.assert_allclose(s.landmarks, r["landmarks"], atol=0.01)
+        assert s.frame.scale == pytest.approx(r["frame_scale"])
+        assert s.encoded.filled_voxels > 0 and np.all(s.encoded.start == 0)
+        assert r["filled_columns"] == int(np.count_nonzero(s.encoded.stop))
+        assert abs(math.degrees(r["yaw"])) <= 60.0
+    assert (built / "volume_report.json").is_file()
+
+
+def test_deterministic_per_seed(built: Path, tmp_path: Path) -> None:
+    build_synthetic_reconstruction(tmp_path / "a", num_samples=12, size=SIZE, depth=SIZE, seed=5, num_threads=1)
+    assert (tmp_path / "a" / "volume_index.csv").read_text() == (built / "volume_index.csv").read_text()
+    one, two = open_volume_store(built), open_volume_store(tmp_path / "a")
+    for sid in one.sample_ids:
+        assert one.read_encoded(sid) == two.read_encoded(sid)
+        assert np.array_equal(one.read_image(sid), two.read_image(sid))
+    build_synthetic_reconstruction(tmp_path / "b", num_samples=12, size=SIZE, depth=SIZE, seed=6)
+    other = open_volume_store(tmp_path / "b")
+    assert not np.array_equal(other.read_image(0), one.read_image(0))
+
+
+def test_stored_volume_is_the_surface_z_buffer(built: Path) -> None:
+    store = open_volume_store(built)
+    for i in (0, 4, 9):
+        face = synthesize_face(5, i, size=SIZE, depth=SIZE)
+        stored = store[f"synthetic/{i:06d}"]
+        assert stored.encoded == face.encoded  # the builder stores exactly this sample
+        # recompute the z-buffer independently from the mesh and the frame
+        front, mask = rasterize_depth(face.frame.image_to_volume(face.vertices_src), face.triangles, SIZE)
+        expected = np.where(mask, np.clip(np.floor(np.where(mask, front, 0)) + 1, 0, SIZE), 0)
+        np.testing.assert_array_equal(stored.encoded.stop, expected)
+        assert face.columns.clipped_front == 0 and face.columns.clipped_back == 0
+        # the frame maps the 3D landmarks (volume coordinates) back onto the source-frame landmarks
+        np.testing.assert_allclose(face.frame.volume_to_image(face.landmarks_3d), face.landmarks_src, atol=1e-6)
+        np.testing.assert_allclose(stored.landmarks_3d, face.landmarks_3d, atol=1e-3)
+        mesh = volume_to_mesh(stored.volume().numpy(), iso_level=0.5)
+        assert len(mesh.faces) > 100
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_landmarks_are_points_of_the_surface(index: int) -> None:
+    face = synthesize_face(11, index, size=SIZE, depth=SIZE)
+    uvk = face.frame.image_to_volume(face.vertices_src)
+    exact = np.empty(68)
+    covered = np.empty(68, dtype=bool)
+    for i, (u, v, _) in enumerate(face.landmarks_3d):
+        # move the mesh so that the landmark falls on a pixel centre: the z-buffer there is the visible surface's
+        # exact depth above the landmark
+        shift = np.array([np.rint(u) - u, np.rint(v) - v, 0.0])
+        front, mask = rasterize_depth(uvk + shift, face.triangles, SIZE)
+        exact[i] = front[int(np.rint(v)), int(np.rint(u))]
+        covered[i] = mask[int(np.rint(v)), int(np.rint(u))]
+    k = face.landmarks_3d[:, 2]
+    assert covered.all()  # every landmark lies in the face's footprint, visible or occluded
+    assert np.all(k <= exact + 1e-6)  # never in front of the visible surface
+    visible = np.abs(k - exact) < 1e-6
+    assert visible.sum() >= 34  # most landmarks are ON the visible surface
+    if abs(face.pose.yaw) < math.radians(15) and abs(face.pose.pitch) < math.radians(10):
+        assert visible[INNER].all()  # a near-frontal face shows every inner landmark
+
+
+def test_landmark_semantics_follow_ibug_68() -> None:
+    from faceforge.data.volume_augment import FLIP_PERMUTATION_68
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shape = sample_shape(rng)
+        p = landmark_template(shape)
+        x, y = p[:, 0], p[:, 1]
+        assert np.all(np.diff(x[0:17]) > 0) and y[8] == y.max()  # jaw left to right, chin lowest
+        assert x[36] < x[39] < x[42] < x[45] and x[17] < x[21] < x[22] < x[26]
+        assert y[17:27].max() < y[36:48].min()  # brows above the eyes
+        assert y[36:48].max() < y[30] < y[33] < y[51]  # eyes, nose tip, nostrils, lips downwards
+        assert x[48] < x[51] < x[54] and y[51] < y[62] <= y[66] < y[57]
+        np.testing.assert_allclose(x[27:31], 0.0)
+        # mirror symmetry of the template under the flip renumbering
+        np.testing.assert_allclose(p[list(FLIP_PERMUTATION_68)] * [-1, 1], p, atol=1e-9)
+        # every landmark lies in a grid cell clear of the rim, so its barycentric placement is exact
+        face_grid(32).locate(p / [1.0, shape.half_height])
+
+
+def test_image_shows_the_face_where_the_volume_is() -> None:
+    darker = 0
+    frontal = 0
+    for i in range(40):
+        face = synthesize_face(2, i, size=SIZE, depth=SIZE)
+        grey = face.image.astype(np.float64).mean(axis=2)
+        if abs(face.pose.yaw) > math.radians(20) or abs(face.pose.pitch) > math.radians(15):
+            continue
+        frontal += 1
+        # the pupils (centre of each eye ring) are darker than the nose bridge between the eyes
+        for ring in (slice(36, 42), slice(42, 48)):
+            cx, cy = np.rint(face.landmarks[ring].mean(axis=0)).astype(int)
+            bx, by = np.rint(face.landmarks[28]).astype(int)
+            darker += grey[cy, cx] < grey[by, bx]
+    assert frontal >= 5 and darker >= 0.8 * 2 * frontal
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="too few"):
+        build_synthetic_reconstruction(tmp_path, num_samples=2)
+    with pytest.raises(ValueError, match="size"):
+        synthesize_face(0, 0, size=16)
