@@ -1,16 +1,21 @@
-"""LightningDataModule for frame-level deepfake detection over a face index.
+"""LightningDataModule for frame-level and clip-level (video) deepfake detection over a face index.
 
 :class:`FaceDataModule` reads ``<faces_dir>/face_index.csv`` (written by face extraction, or by the synthetic
 generator for ``data=synthetic``), checks the crops, filters and subsamples rows, packs the crops into a
-:class:`~faceforge.data.crop_cache.CropCache` and serves train / val / test :class:`FaceCropDataset` loaders
-split by the index's ``split`` column. It knows nothing of models. Batches are dicts of ``image`` (uint8
-``(B, 3, S, S)``: float conversion and normalisation are done on the device by the task), ``label``,
-``video_idx``, ``method_idx`` and ``index`` (int64 ``(B,)``).
+:class:`~faceforge.data.crop_cache.CropCache` and serves train / val / test loaders split by the index's
+``split`` column. It knows nothing of models.
+
+* Frames (``clip_length=None``, the default): :class:`FaceCropDataset`; batches are dicts of ``image`` (uint8
+  ``(B, 3, S, S)``: float conversion and normalisation are done on the device by the task), ``label``,
+  ``video_idx``, ``method_idx`` and ``index`` (int64 ``(B,)``).
+* Clips (``clip_length=T``): :class:`~faceforge.data.clips.FaceClipDataset` over the same index and cache (one
+  item = ``clips_per_video`` clips of ``T`` faces of a video, see :mod:`faceforge.data.clips` for sampling, short
+  videos and unreadable crops); batches add ``lengths`` (int64 ``(B,)``, valid frames) and ``frame_index``
+  (int64 ``(B, T)``), and ``image`` is uint8 ``(B, T, 3, S, S)``.
 """
 from __future__ import annotations
 
 import json
-
 import logging
 import os
 import warnings
@@ -23,9 +28,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from faceforge.data.clips import CLIP_SAMPLINGS, FaceClipDataset
 from faceforge.data.crop_cache import CropCache
 from faceforge.data.datasets import FaceCropDataset
 from faceforge.data.face_index import INDEX_FILENAME, SPLITS, FaceIndex
+from faceforge.errors import FaceforgeError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ log = logging.getLogger(__name__)
 MAX_EXAMPLES = 5
 
 
-class FaceDataError(RuntimeError):
+class FaceDataError(FaceforgeError, RuntimeError):
     """The face data cannot be served: no index, an empty split, an unknown method; the message says what to do."""
 
 
@@ -42,7 +49,7 @@ class SameSplitWarning(UserWarning):
 
 
 class FaceDataModule(pl.LightningDataModule):
-    """Train / val / test loaders of face crops from a face index.
+    """Train / val / test loaders of face crops (or clips of them) from a face index.
 
     Args:
         name: dataset name for logs and reports (``ffpp``, ``synthetic``, ...).
@@ -69,18 +76,30 @@ class FaceDataModule(pl.LightningDataModule):
             decodes crop files on the fly.
         image_size: side of the square images served, pixels (crops of another size are resized, see
             :func:`~faceforge.data.image_io.resize_image`).
-        seed: seed of the training shuffle and of the balancing sampler.
+        seed: seed of the training shuffle, of the balancing sampler and of the training clips' frame draws.
+        clip_length: None (default) serves single face crops; an int ``T`` serves clips of ``T`` faces per video
+            (:class:`~faceforge.data.clips.FaceClipDataset`; only the most confident face of each frame is used,
+            ``max_faces_per_video`` then limits the frames a clip is drawn from).
+        clip_sampling: ``"evenly"`` (``T`` frames evenly spaced over the video, seeded jitter in training,
+            segment centres for val/test) or ``"contiguous"`` (a run of ``T`` consecutive extracted frames).
+        clips_per_video: clips per video and epoch (val/test: spread deterministically over the video; the
+            video-level metrics average their scores).
 
     Attributes (after :meth:`setup`):
         video_ids: sorted unique ``video_id`` of the WHOLE index (before any filtering); ``video_idx`` indexes it.
         method_names: sorted unique ``method`` of the whole index; ``method_idx`` indexes it.
         video_lookup, method_lookup: the inverse dicts.
-        train_dataset, val_dataset, test_dataset: :class:`FaceCropDataset` (``test_dataset`` may be None).
+        train_dataset, val_dataset, test_dataset: :class:`FaceCropDataset`, or
+            :class:`~faceforge.data.clips.FaceClipDataset` with ``clip_length`` (``test_dataset`` may be None).
         split_indexes: split name -> :class:`FaceIndex` of the rows served.
         cache: the :class:`CropCache` or None.
-        report: JSON-able dict of what was read, skipped and why (the train script logs it).
+        report: JSON-able dict of what was read, skipped and why (the train script logs it); with clips,
+            ``report["clips"][split]`` holds each clip dataset's counts (short videos padded, unreadable frames
+            substituted, videos left out).
 
     Raises:
+        ValueError: at construction, for ``batch_size``, ``max_faces_per_video``, ``clip_length`` or
+            ``clips_per_video`` below 1, or an unknown ``clip_sampling``.
         FaceDataError: from :meth:`prepare_data` / :meth:`setup` when the index is absent and there is no builder,
             from :meth:`setup` when ``train`` or ``val`` is empty or ``methods`` names an unknown method, from
             :meth:`test_dataloader` when there is no test split.
@@ -92,7 +111,8 @@ class FaceDataModule(pl.LightningDataModule):
                  eval_transform: Callable[..., Any] | None = None, balance_classes: bool = False,
                  methods: list[str] | None = None, same_split_for_all: bool = False,
                  max_faces_per_video: int | None = None, cache_crops: bool = True, image_size: int = 256,
-                 seed: int = 0) -> None:
+                 seed: int = 0, clip_length: int | None = None, clip_sampling: str = "evenly",
+                 clips_per_video: int = 1) -> None:
         super().__init__()
         # primitive copies (Hydra passes ListConfig / str paths): checkpoints must load with weights_only=True
         name = str(name)
@@ -100,6 +120,15 @@ class FaceDataModule(pl.LightningDataModule):
         root = str(root) if root is not None else None
         methods = [str(m) for m in methods] if methods is not None else None
         max_faces_per_video = int(max_faces_per_video) if max_faces_per_video is not None else None
+        clip_length = int(clip_length) if clip_length is not None else None
+        clip_sampling = str(clip_sampling)
+        clips_per_video = int(clips_per_video)
+        if clip_length is not None and clip_length < 1:
+            raise ValueError(f"clip_length must be >= 1 or None (frames), got {clip_length}")
+        if clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
+        if clip_sampling not in CLIP_SAMPLINGS:
+            raise ValueError(f"clip_sampling must be one of {CLIP_SAMPLINGS}, got {clip_sampling!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_faces_per_video is not None and max_faces_per_video < 1:
@@ -122,14 +151,17 @@ class FaceDataModule(pl.LightningDataModule):
         self.cache_crops = bool(cache_crops)
         self.image_size = int(image_size)
         self.seed = int(seed)
+        self.clip_length = clip_length
+        self.clip_sampling = clip_sampling
+        self.clips_per_video = clips_per_video
 
         self.video_ids: list[str] = []
         self.method_names: list[str] = []
         self.video_lookup: dict[str, int] = {}
         self.method_lookup: dict[str, int] = {}
-        self.train_dataset: FaceCropDataset | None = None
-        self.val_dataset: FaceCropDataset | None = None
-        self.test_dataset: FaceCropDataset | None = None
+        self.train_dataset: FaceCropDataset | FaceClipDataset | None = None
+        self.val_dataset: FaceCropDataset | FaceClipDataset | None = None
+        self.test_dataset: FaceCropDataset | FaceClipDataset | None = None
         self.split_indexes: dict[str, FaceIndex] = {}
         self.cache: CropCache | None = None
         self.report: dict[str, Any] = {}
@@ -182,7 +214,8 @@ class FaceDataModule(pl.LightningDataModule):
         """Whether ``split`` has rows (after :meth:`setup`; before it, True so that callers still try)."""
         if not self._is_setup:
             return True
-        return split in self.split_indexes and len(self.split_indexes[split]) > 0
+        dataset = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}.get(split)
+        return dataset is not None and len(dataset) > 0
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
@@ -244,6 +277,12 @@ class FaceDataModule(pl.LightningDataModule):
         else:
             report["filtered_by_method"] = 0
 
+        # clips use the most confident face of each frame only
+        if self.clip_length is not None:
+            first = index.columns["face_rank"] == 0
+            report["clip_other_faces"] = int((~first).sum())
+            index = index.select(first)
+
         # at most max_faces_per_video faces per video, evenly spaced
         if self.max_faces_per_video is not None:
             keep_rows = _subsample_per_video(index, self.max_faces_per_video)
@@ -252,7 +291,8 @@ class FaceDataModule(pl.LightningDataModule):
         else:
             report["subsampled_away"] = 0
 
-        # the crop cache (decodes every crop once: unreadable crops are found here, skipped and counted)
+        # the crop cache (decodes every crop once: unreadable crops are found here, skipped and counted; clips
+        # keep their rows and substitute a readable neighbour, see faceforge.data.clips)
         self.cache = None
         report["unreadable_crops"] = 0
         report["unreadable_examples"] = []
@@ -263,9 +303,12 @@ class FaceDataModule(pl.LightningDataModule):
                 examples = [f"{index.columns['crop_path'][r]}: {cache.errors[r]}" for r in bad[:MAX_EXAMPLES]]
                 report["unreadable_crops"] = len(bad)
                 report["unreadable_examples"] = examples
-                warnings.warn(f"{len(bad)} crops under {self.faces_dir} cannot be read and are skipped, e.g. "
+                what = ("replaced in clips by the nearest readable frame of their video" if self.clip_length
+                        else "skipped")
+                warnings.warn(f"{len(bad)} crops under {self.faces_dir} cannot be read and are {what}, e.g. "
                               f"{examples}", stacklevel=2)
-                index = index.select(cache.valid)
+                if self.clip_length is None:
+                    index = index.select(cache.valid)
             report["image_conversions"] = cache.read_stats.to_dict()
             report["cache"] = {"path": str(cache.path), "built_now": cache.built}
             self.cache = cache
@@ -290,20 +333,34 @@ class FaceDataModule(pl.LightningDataModule):
             warnings.warn(f"the train split of {self.faces_dir} holds only one class "
                           f"({report['splits']['train']}); a detector cannot learn from it", stacklevel=2)
 
-        def make(split: str, transform: Any) -> FaceCropDataset:
-            return FaceCropDataset(self.split_indexes[split], self.video_lookup, self.method_lookup,
-                                   transform=transform, cache=self.cache,
-                                   image_size=None if self.cache is not None else self.image_size)
+        def make(split: str, transform: Any) -> FaceCropDataset | FaceClipDataset:
+            size = None if self.cache is not None else self.image_size
+            if self.clip_length is None:
+                return FaceCropDataset(self.split_indexes[split], self.video_lookup, self.method_lookup,
+                                       transform=transform, cache=self.cache, image_size=size)
+            return FaceClipDataset(self.split_indexes[split], self.video_lookup, self.method_lookup,
+                                   clip_length=self.clip_length, sampling=self.clip_sampling,
+                                   clips_per_video=self.clips_per_video, train=split == "train", seed=self.seed,
+                                   transform=transform, cache=self.cache, image_size=size)
 
         self.train_dataset = make("train", self.train_transform)
         self.val_dataset = make("val", self.eval_transform)
         self.test_dataset = make("test", self.eval_transform) if len(self.split_indexes["test"]) else None
+        if self.clip_length is not None:
+            datasets = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}
+            report["clips"] = {s: ds.report for s, ds in datasets.items() if ds is not None}
+            for s in ("train", "val"):
+                if len(datasets[s]) == 0:  # type: ignore[arg-type]
+                    raise FaceDataError(f"split '{s}' of {self.faces_dir} has no video with a readable face crop "
+                                        f"({report['clips'][s]})")
+            if self.test_dataset is not None and len(self.test_dataset) == 0:
+                self.test_dataset = None
         self.report = report
         self._is_setup = True
         log.info("face data '%s' from %s: %s", self.name, self.faces_dir, report["splits"])
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: FaceCropDataset, train: bool) -> DataLoader:
+    def _loader(self, dataset: FaceCropDataset | FaceClipDataset, train: bool) -> DataLoader:
         kwargs: dict[str, Any] = {"batch_size": self.batch_size, "num_workers": self.num_workers,
                                   "pin_memory": self.pin_memory,
                                   "persistent_workers": self.persistent_workers and self.num_workers > 0}
@@ -318,7 +375,8 @@ class FaceDataModule(pl.LightningDataModule):
                 kwargs["generator"] = generator
         return DataLoader(dataset, **kwargs)
 
-    def _require(self, dataset: FaceCropDataset | None, split: str) -> FaceCropDataset:
+    def _require(self, dataset: FaceCropDataset | FaceClipDataset | None,
+                 split: str) -> FaceCropDataset | FaceClipDataset:
         if not self._is_setup:
             raise FaceDataError(f"FaceDataModule('{self.name}') is not set up: call prepare_data() and setup() first")
         if dataset is None:

@@ -20,9 +20,10 @@ from torch.utils.data import Dataset, get_worker_info
 from faceforge.data.crop_cache import CropCache
 from faceforge.data.face_index import FaceIndex
 from faceforge.data.image_io import ImageReadStats, read_rgb_image, resize_image
+from faceforge.errors import FaceforgeError
 
 
-class TransformOutputError(TypeError):
+class TransformOutputError(FaceforgeError, TypeError):
     """The albumentations transform returned something other than an ``(H, W, 3)`` uint8 NumPy image."""
 
 

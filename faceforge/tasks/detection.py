@@ -1,11 +1,16 @@
-"""Binary deepfake detection task (image-level models such as Meso-4 and MesoInception-4).
+"""Binary deepfake detection task: image-level models (Meso-4, MesoInception-4) and clip-level video models
+(ResNeXt-LSTM).
 
 The task owns the loss, the metrics and the optimisation; the wrapped network is a plain ``nn.Module`` mapping
-float images in [0, 1] of shape (B, 3, H, W) to logits for "fake" of shape (B,) (or (B, 1)).
+float images in [0, 1] of shape (B, 3, H, W) to logits for "fake" of shape (B,) (or (B, 1)), or, for video models,
+float clips (B, T, 3, H, W) and ``lengths`` (B,) to (B,) logits (``net(clips, lengths=lengths)``).
 
 Batches are dicts from :class:`faceforge.data.datasets.FaceCropDataset`: ``image`` uint8 (B, 3, H, W) (converted to
 float and scaled by 1/255 here, on the device), ``label`` int64 (B,) with 1 = fake, ``video_idx`` and
-``method_idx`` int64 (B,).
+``method_idx`` int64 (B,); or from :class:`faceforge.data.clips.FaceClipDataset`: ``image`` uint8 (B, T, 3, H, W)
+plus ``lengths`` int64 (B,) (valid frames per clip; the network ignores the padding). A batch with ``lengths`` is
+a clip batch. Each clip carries its video's ``video_idx``, so "frame-level" metrics below are clip-level for clip
+batches, and video-level metrics aggregate the clips of each video.
 
 Metrics (per stage, torchmetrics objects, never ``sync_dist`` averages of AUC or F1): frame-level accuracy,
 precision, recall, F1, AUROC, EER and AP, and the same at video level (frame probabilities aggregated per video id:
@@ -15,8 +20,10 @@ to W&B when a W&B logger is attached.
 """
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -24,16 +31,31 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
+from faceforge.errors import FaceforgeError
 from faceforge.metrics.detection import DetectionScores, detection_report
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
-from faceforge.tasks.optim import build_optimizer, build_scheduler
+from faceforge.tasks.optim import OptimConfigError, build_optimizer, build_scheduler
 
 #: Metrics logged per stage (keys of :func:`faceforge.metrics.detection.binary_detection_metrics`).
 LOGGED_METRICS = ("auc", "eer", "ap", "acc", "precision", "recall", "f1")
 
 
+class DetectionInputError(FaceforgeError, ValueError):
+    """A batch does not fit the network: clips (a batch with ``lengths``) for a frame model, or single frames for a
+    clip model; the message names the setting to change (``data.clip_length``)."""
+
+
+def takes_lengths(net: nn.Module) -> bool:
+    """Whether ``net.forward`` accepts a ``lengths`` argument (a clip model such as ResNeXt-LSTM)."""
+    try:
+        return "lengths" in inspect.signature(net.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
-    """Convert a batch of uint8 images (B, 3, H, W) in 0..255 to float32 in [0, 1]; float input passes through."""
+    """Convert uint8 images (B, 3, H, W) or clips (B, T, 3, H, W) in 0..255 to float32 in [0, 1] (same shape);
+    float input passes through as float32."""
     if images.dtype == torch.uint8:
         return images.to(torch.float32).div_(255.0)
     return images.float()
@@ -43,10 +65,14 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
     """LightningModule for binary (real/fake) face-crop classification.
 
     Args:
-        net: network mapping (B, 3, H, W) float images in [0, 1] to (B,) or (B, 1) logits for "fake".
+        net: network mapping (B, 3, H, W) float images in [0, 1] to (B,) or (B, 1) logits for "fake"; for clip
+            batches, called as ``net(clips, lengths=lengths)`` with (B, T, 3, H, W) float clips.
         loss: ``"bce"`` (binary cross-entropy on the logit; default) or ``"mse"`` (mean squared error on the
             sigmoid, the loss of the MesoNet paper, Afchar et al. 2018, Sec. 4).
-        optimizer: primitive optimiser spec, e.g. ``{"name": "adam", "lr": 1e-3}`` (MesoNet's Adam, lr 1e-3).
+        optimizer: primitive optimiser spec, e.g. ``{"name": "adam", "lr": 1e-3}`` (MesoNet's Adam, lr 1e-3), see
+            :func:`faceforge.tasks.optim.build_optimizer`; one extra key is read here: ``trainable_only``
+            (default True) hands the optimiser only the parameters with ``requires_grad`` (a frozen backbone's
+            weights are then neither decayed nor given optimiser state).
         scheduler: primitive scheduler spec (see :func:`faceforge.tasks.optim.build_scheduler`) or None.
         video_aggregation: how frame probabilities become a video probability: ``mean``, ``max`` or ``vote``.
         threshold: decision threshold on P(fake) for accuracy, precision, recall, F1 and confusion matrices.
@@ -57,6 +83,9 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     Raises:
         ValueError: unknown ``loss`` or ``video_aggregation``.
+        DetectionInputError: from the steps, when clip batches meet a frame model or frame batches a clip model.
+        faceforge.tasks.optim.OptimConfigError: from :meth:`configure_optimizers`, when no parameter is trainable
+            or the optimiser spec is invalid.
     """
 
     def __init__(
@@ -78,6 +107,7 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             raise ValueError(f"video_aggregation must be 'mean', 'max' or 'vote', got {video_aggregation!r}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
+        self._clip_model = takes_lengths(net)
         self.train_acc = BinaryAccuracy(threshold=threshold)
         self.val_scores = DetectionScores()
         self.test_scores = DetectionScores()
@@ -87,10 +117,34 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         self.test_outputs: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ forward / loss
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for "fake", shape (B,) float32, for images uint8 (B,3,H,W) or float in [0, 1]."""
-        logits = self.net(images_to_float(images))
+    def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for "fake", shape (B,) float32.
+
+        Args:
+            images: uint8 (B, 3, H, W) images, or uint8 (B, T, 3, H, W) clips (float in [0, 1] also accepted).
+            lengths: int64 (B,) valid frames per clip (clips only); when given the network is called as
+                ``net(clips, lengths=lengths)``.
+        """
+        x = images_to_float(images)
+        logits = self.net(x) if lengths is None else self.net(x, lengths=lengths)
         return logits.reshape(logits.shape[0])
+
+    def _logits(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of a frame batch or (when it has ``lengths``) a clip batch.
+
+        Raises:
+            DetectionInputError: clips for a frame model, or single frames for a clip model.
+        """
+        lengths = batch.get("lengths")
+        name = type(self.net).__name__
+        if lengths is not None and not self._clip_model:
+            raise DetectionInputError(f"the data serves clips (data.clip_length is set) but {name} is a frame-level "
+                                      f"model: set data.clip_length=null")
+        if lengths is None and self._clip_model and batch["image"].ndim == 4:
+            raise DetectionInputError(f"{name} is a clip-level model but the data serves single face crops: set "
+                                      f"data.clip_length (e.g. data.clip_length=10, as in conf/model/"
+                                      f"resnext_lstm.yaml; evaluate.py needs the same data settings as training)")
+        return self(batch["image"], lengths)
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The configured loss between (B,) logits and (B,) {0,1} labels (a 0-d tensor)."""
@@ -101,7 +155,7 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
+        logits = self._logits(batch)
         loss = self.compute_loss(logits, batch["label"])
         self.train_acc(torch.sigmoid(logits.detach()), batch["label"])
         bs = logits.shape[0]
@@ -110,7 +164,7 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         return loss
 
     def _eval_step(self, batch: Mapping[str, torch.Tensor], scores: DetectionScores, stage: str) -> None:
-        logits = self(batch["image"])
+        logits = self._logits(batch)
         loss = self.compute_loss(logits, batch["label"])
         scores.update(torch.sigmoid(logits.float()), batch["label"], batch["video_idx"], batch["method_idx"])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0], sync_dist=True)
@@ -185,7 +239,8 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         """Write ``video_predictions.csv`` (one row per test video) into ``output_dir``; return the paths written.
 
         Needs the data module's ``video_ids`` and ``method_names`` (the lookups behind ``video_idx`` and
-        ``method_idx``); writes nothing when they or the test outputs are absent.
+        ``method_idx``); writes nothing when they or the test outputs are absent. The ``frames`` column counts the
+        scored items of the video: face crops for a frame model, clips for a clip model.
         """
         from faceforge.metrics.detection import aggregate_by_video
         from faceforge.reporting.tables import write_video_predictions
@@ -208,7 +263,13 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        spec = dict(self.hparams.optimizer) if self.hparams.optimizer else None
+        trainable_only = bool(spec.pop("trainable_only", True)) if spec is not None else True
+        params = [p for p in self.parameters() if p.requires_grad] if trainable_only else list(self.parameters())
+        if not params:
+            raise OptimConfigError(f"{type(self.net).__name__} has no trainable parameter (all have requires_grad="
+                                   f"False): unfreeze part of it, e.g. model.net.train_last_stage=true")
+        optimizer = build_optimizer(params, spec or None)
         scheduler = build_scheduler(optimizer, self.hparams.scheduler)
         if scheduler is None:
             return optimizer

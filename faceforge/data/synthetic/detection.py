@@ -31,6 +31,38 @@ synthesised at low resolution, warped/resampled into the frame, colour-mismatche
 In both, the blended region carries no camera noise (it came from a renderer, not the sensor) and has less fine
 detail than the surrounding real skin: the noise/resolution inconsistency and the blending boundary are the
 learnable signals.
+
+* ``SynthFlicker`` (not in the default ``methods``; a control for video-level detectors): no per-frame trace at
+  all. The face inside SynthSwap's soft elliptic mask is the captured face itself, only its colour is scaled by
+  the frame's flicker gain (below, with :data:`FLICKER_ONLY_SCALE` = 4 times the standard deviations: brightness
+  14 %, channels 6 %; no position jitter, whose sub-pixel resampling would leave a per-frame blur). A single frame
+  is a real frame with a somewhat different face colour (skin tones vary far more between people), so frame-level
+  detectors stay near chance while a temporal model can see the flicker. Needs ``temporal_artifacts=True``.
+  The amplitude is what a small CNN-LSTM trained from scratch learns on CPU in seconds: with the standard 3.5 %
+  flicker a tiny ResNeXt-LSTM (``backbone="tiny"``, 96 videos, 64 px) stayed at chance within 240 epochs, at 10 %
+  it only began to fit its training videos after ~200 epochs, at 4x (14 %) it reached a held-out AUC of 0.84-0.88
+  (three seeds; 160 videos at 48 px, 140 epochs) while the same clips with one frame repeated stayed at 0.52-0.62
+  (``tests/test_clips.py`` checks this). A zero-mean flicker is a second-order statistic (a variance over time),
+  which a CNN-LSTM must learn without a first-order gradient towards it.
+
+Temporal inconsistency (``temporal_artifacts=True``, the default; for video-level detectors such as ResNeXt-LSTM):
+real face swaps are made frame by frame, so the synthesised face flickers in colour and jitters in position
+against the head it is pasted on, which real videos do not do (Guera & Delp 2018, "Deepfake Video Detection Using
+Recurrent Neural Networks", Sec. III; Sabir et al. 2019, "Recurrent Convolutional Strategies for Face
+Manipulation Detection in Videos"). Here every frame of a fake video draws, independently:
+
+* a colour flicker of the synthesised face: its per-video colour gain is multiplied by ``1 + b + c_ch`` with a
+  brightness term ``b ~ N(0, 0.035)`` shared by the channels and a per-channel term ``c_ch ~ N(0, 0.015)``, both
+  clipped to +-2.5 sigma;
+* a position jitter of the synthesised face inside its (fixed, pose-following) blending mask:
+  ``N(0, 0.006)`` of the image side per axis (about 1.5 px at 256 px), clipped to +-2.5 sigma.
+
+The real videos' pose and expression trajectories are smooth (:func:`~faceforge.data.synthetic.faces.
+sample_poses`), so the frame-to-frame change of a fake's face colour is larger than its source video's. Each
+single frame stays a frame of the same kind as without the option (the flicker is within the per-video colour
+error range, the jitter about a pixel), so frame-level detectors see the same traces. The per-frame draws come
+from their own random stream (``[seed, 3, fake number]``), so ``temporal_artifacts=False`` gives exactly the
+frames of generator version 1.
 """
 from __future__ import annotations
 
@@ -66,12 +98,20 @@ from faceforge.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DATASET = "synthetic"
 REAL_METHOD = "original"
 
 # rng stream tags (order-independent seeding: np.random.default_rng([seed, TAG, number]))
-_REAL, _FAKE, _SPLIT = 0, 1, 2
+_REAL, _FAKE, _SPLIT, _TEMPORAL = 0, 1, 2, 3
+
+#: Standard deviations of the per-frame temporal artifacts of fakes (see the module docstring).
+FLICKER_BRIGHTNESS_STD = 0.035
+FLICKER_CHANNEL_STD = 0.015
+JITTER_STD = 0.006
+_CLIP_SIGMAS = 2.5
+#: SynthFlicker's colour flicker is this many times the standard one (its only trace; see the module docstring).
+FLICKER_ONLY_SCALE = 4.0
 
 
 def _swap_trace(captured: np.ndarray, identity: FaceIdentity, scene: Scene, pose: FramePose, size: int,
@@ -79,7 +119,8 @@ def _swap_trace(captured: np.ndarray, identity: FaceIdentity, scene: Scene, pose
     """SynthSwap: another identity's inner face, 1/4-res, colour-shifted, soft elliptic blend (see module doc)."""
     low = max(16, size // 4)
     swapped = with_inner_face_of(identity, params["donor"], skin_mix=params["skin_mix"])
-    face = render_face(swapped, scene, pose, low, background=np.zeros((low, low, 3), np.float32)).image
+    face = render_face(swapped, scene, _jittered(pose, params), low,
+                       background=np.zeros((low, low, 3), np.float32)).image
     face = cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
     face = cv2.GaussianBlur(face, (0, 0), sigmaX=0.5 * size / 256)
     face = np.clip(face * params["gain"][None, None, :], 0, 1)
@@ -95,13 +136,53 @@ def _blend_trace(captured: np.ndarray, identity: FaceIdentity, scene: Scene, pos
     new_pose = replace(pose, mouth_open=float(np.clip(pose.mouth_open + params["mouth"], 0, 0.3)),
                        brow_raise=pose.brow_raise + params["brow"],
                        gaze=(pose.gaze[0] + params["gaze"][0], pose.gaze[1] + params["gaze"][1]))
-    face = render_face(identity, scene, new_pose, low, background=np.zeros((low, low, 3), np.float32)).image
+    face = render_face(identity, scene, _jittered(new_pose, params), low,
+                       background=np.zeros((low, low, 3), np.float32)).image
     face = cv2.resize(face, (size, size), interpolation=cv2.INTER_NEAREST)
     face = face + 1.0 * (face - cv2.GaussianBlur(face, (0, 0), sigmaX=1.2 * size / 256))
     face = np.clip(face * params["gain"][None, None, :], 0, 1)
     X, Y, k = face_coordinates(scene, pose, size)
     mask = ellipse_alpha(X, Y, 0.0, identity.mouth_y - 0.05, identity.head_w * 0.7, 0.45, k, feather_px=2.0)
     return _blend(captured, face, mask)
+
+
+def _flicker_trace(captured: np.ndarray, identity: FaceIdentity, scene: Scene, pose: FramePose, size: int,
+                   params: dict[str, Any]) -> np.ndarray:
+    """SynthFlicker (temporal only): the captured face itself, its colour scaled by the frame's flicker gain inside
+    the soft elliptic mask of SynthSwap (see module doc)."""
+    X, Y, k = face_coordinates(scene, pose, size)
+    mask = ellipse_alpha(X, Y, 0.0, 0.12, identity.head_w * 0.8, 0.66, k, feather_px=max(1.0, 0.05 * k))
+    face = np.clip(captured.astype(np.float32) * (params["gain"][None, None, :] / 255.0), 0, 1)
+    return _blend(captured, face, mask)
+
+
+def _jittered(pose: FramePose, params: dict[str, Any]) -> FramePose:
+    """The pose the synthesised face is rendered in: ``pose`` moved by the frame's jitter (if any)."""
+    offset = params.get("offset")
+    if offset is None:
+        return pose
+    return replace(pose, dx=pose.dx + float(offset[0]), dy=pose.dy + float(offset[1]))
+
+
+def temporal_jitter(rng: np.random.Generator, num_frames: int,
+                    flicker_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame temporal artifacts of one fake video (see the module docstring).
+
+    Args:
+        rng: the fake video's temporal stream.
+        num_frames: frames of the video.
+        flicker_scale: multiplies the flicker's standard deviations (and clipping bounds).
+
+    Returns:
+        ``(gain, offset)``: float32 ``(F, 3)`` multiplicative colour flicker (around 1) and float64 ``(F, 2)``
+        position jitter ``(dx, dy)`` in fractions of the image side.
+    """
+    c = _CLIP_SIGMAS
+    b_std, c_std = FLICKER_BRIGHTNESS_STD * flicker_scale, FLICKER_CHANNEL_STD * flicker_scale
+    bright = np.clip(rng.normal(0.0, b_std, (num_frames, 1)), -c * b_std, c * b_std)
+    chan = np.clip(rng.normal(0.0, c_std, (num_frames, 3)), -c * c_std, c * c_std)
+    offset = np.clip(rng.normal(0.0, JITTER_STD, (num_frames, 2)), -c * JITTER_STD, c * JITTER_STD)
+    return (1.0 + bright + chan).astype(np.float32), offset
 
 
 def _blend(captured: np.ndarray, face: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -121,11 +202,18 @@ def _blend_params(rng: np.random.Generator) -> dict[str, Any]:
             "gain": (1 + rng.uniform(-0.03, 0.03, 3)).astype(np.float32)}
 
 
+def _flicker_params(rng: np.random.Generator) -> dict[str, Any]:
+    return {"gain": np.ones(3, dtype=np.float32)}
+
+
 #: method -> (per-video parameter sampler, per-frame trace). Add an entry to add a method.
 METHODS: dict[str, tuple[Callable[[np.random.Generator], dict[str, Any]], Callable[..., np.ndarray]]] = {
     "SynthSwap": (_swap_params, _swap_trace),
     "SynthBlend": (_blend_params, _blend_trace),
+    "SynthFlicker": (_flicker_params, _flicker_trace),
 }
+#: Methods whose only trace is temporal (they need ``temporal_artifacts=True``).
+TEMPORAL_ONLY_METHODS = ("SynthFlicker",)
 
 
 def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, frames_per_video: int = 8,
@@ -133,7 +221,7 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
                               test_fraction: float = 0.2, seed: int = 0,
                               methods: Sequence[str] = ("SynthSwap", "SynthBlend"),
                               jpeg_quality: tuple[int, int] | None = None,
-                              num_threads: int | None = None) -> FaceIndex:
+                              num_threads: int | None = None, temporal_artifacts: bool = True) -> FaceIndex:
     """Generate the synthetic detection dataset into ``output_dir`` and return its face index.
 
     Deterministic for a given ``seed`` and arguments (byte-identical crops and index, whatever ``num_threads``).
@@ -149,17 +237,20 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
         val_fraction, test_fraction: share of source groups (a real video + its fakes) in val / test; each is
             at least one group when > 0.
         seed: the only source of randomness.
-        methods: manipulation methods, keys of :data:`METHODS`; fakes cycle through them.
+        methods: manipulation methods, keys of :data:`METHODS`; fakes cycle through them (``SynthFlicker``, the
+            temporal-only control, needs ``temporal_artifacts``).
         jpeg_quality: ``(low, high)``: every frame is JPEG re-compressed at a per-group quality drawn in
             ``[low, high]`` before it is stored as PNG; None (default) stores the captured frames losslessly.
         num_threads: generator threads (default ``min(4, os.cpu_count())``).
+        temporal_artifacts: fakes also flicker in colour and jitter in position from frame to frame (see the
+            module docstring); False gives the frames of generator version 1.
 
     Returns:
         The written :class:`~faceforge.data.face_index.FaceIndex` (rows sorted by video, frame).
 
     Raises:
-        ValueError: for an unknown method, fractions out of range, too few videos for the splits, or a too small
-            ``image_size``.
+        ValueError: for an unknown method, fractions out of range, too few videos for the splits, a too small
+            ``image_size``, or a temporal-only method without ``temporal_artifacts``.
         OSError: if the files cannot be written.
     """
     output_dir = Path(output_dir)
@@ -167,6 +258,9 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown synthetic manipulation methods {unknown}; known: {sorted(METHODS)}")
+    if not temporal_artifacts and set(methods) & set(TEMPORAL_ONLY_METHODS):
+        raise ValueError(f"methods {sorted(set(methods) & set(TEMPORAL_ONLY_METHODS))} have only a temporal trace: "
+                         f"they need temporal_artifacts=True (else their fakes equal their source videos)")
     if not 0.0 <= fake_fraction < 1.0:
         raise ValueError(f"fake_fraction must be in [0, 1), got {fake_fraction}")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
@@ -206,7 +300,7 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
 
     def group(i: int) -> list[dict[str, Any]]:
         return _build_group(output_dir, i, fakes_of[i], str(group_split[i]), frames_per_video, image_size, seed,
-                            jpeg_quality)
+                            jpeg_quality, bool(temporal_artifacts))
 
     threads = int(num_threads or min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -218,7 +312,8 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
         "params": {"num_videos": int(num_videos), "frames_per_video": int(frames_per_video),
                    "image_size": int(image_size), "fake_fraction": float(fake_fraction),
                    "val_fraction": float(val_fraction), "test_fraction": float(test_fraction), "seed": int(seed),
-                   "methods": list(methods), "jpeg_quality": list(jpeg_quality) if jpeg_quality else None},
+                   "methods": list(methods), "jpeg_quality": list(jpeg_quality) if jpeg_quality else None,
+                   "temporal_artifacts": bool(temporal_artifacts)},
         "sampling": "all frames of each synthetic video (frame_index 0..frames_per_video-1)",
         "detector": "none: the frames are the crops; boxes and landmarks are in crop pixels",
     }
@@ -234,7 +329,8 @@ def _at_least_one(x: float, fraction: float) -> int:
 
 
 def _build_group(output_dir: Path, i: int, fakes: list[tuple[int, str, int]], split: str, num_frames: int,
-                 size: int, seed: int, jpeg_quality: tuple[int, int] | None) -> list[dict[str, Any]]:
+                 size: int, seed: int, jpeg_quality: tuple[int, int] | None,
+                 temporal_artifacts: bool = True) -> list[dict[str, Any]]:
     """Render real video ``i`` and the fakes made from it; write their crops; return their index rows."""
     rng = np.random.default_rng([seed, _REAL, i])
     identity = sample_identity(rng)
@@ -246,14 +342,21 @@ def _build_group(output_dir: Path, i: int, fakes: list[tuple[int, str, int]], sp
     fake_specs = []
     for j, method, number in fakes:
         frng = np.random.default_rng([seed, _FAKE, j])
-        fake_specs.append((f"{DATASET}/{method}/{number:04d}", method, METHODS[method][0](frng)))
+        params = METHODS[method][0](frng)
+        scale = FLICKER_ONLY_SCALE if method in TEMPORAL_ONLY_METHODS else 1.0
+        jitter = temporal_jitter(np.random.default_rng([seed, _TEMPORAL, j]), num_frames, scale) \
+            if temporal_artifacts else None
+        fake_specs.append((f"{DATASET}/{method}/{number:04d}", method, params, jitter))
 
     rows: list[dict[str, Any]] = []
     for f, pose in enumerate(poses):
         rendered = render_face(identity, scene, pose, size, background)
         captured = capture(rendered.image, scene.noise_sigma, rng)
         frames = [(real_id, REAL_METHOD, 0, captured)]
-        for video_id, method, params in fake_specs:
+        for video_id, method, params, jitter in fake_specs:
+            if jitter is not None:
+                params = {**params, "gain": (params["gain"] * jitter[0][f]).astype(np.float32),
+                          "offset": jitter[1][f]}
             frames.append((video_id, method, 1, METHODS[method][1](captured, identity, scene, pose, size, params)))
         for video_id, method, label, frame in frames:
             if quality is not None:
@@ -286,11 +389,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jpeg-quality", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    p.add_argument("--methods", nargs="+", default=["SynthSwap", "SynthBlend"], choices=sorted(METHODS))
+    p.add_argument("--no-temporal-artifacts", action="store_true",
+                   help="fakes without frame-to-frame colour flicker and position jitter (generator version 1)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     index = build_synthetic_detection(a.output_dir, num_videos=a.num_videos, frames_per_video=a.frames_per_video,
                                       image_size=a.image_size, seed=a.seed,
-                                      jpeg_quality=tuple(a.jpeg_quality) if a.jpeg_quality else None)
+                                      jpeg_quality=tuple(a.jpeg_quality) if a.jpeg_quality else None,
+                                      methods=tuple(a.methods), temporal_artifacts=not a.no_temporal_artifacts)
     print(index.summary())
     return 0
 
