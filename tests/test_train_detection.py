@@ -80,7 +80,10 @@ def test_evaluate_reproduces_test_numbers_and_writes_tables(trained_run, project
 def test_resume_named_run_from_last_checkpoint(trained_run, project_root):
     _, run_dir, overrides = trained_run
     resumed = [o for o in overrides if not o.startswith(("trainer.max_epochs", "logger"))]
-    steps_two_epochs = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    first = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    steps_two_epochs = first["global_step"]
+    # last.ckpt is the latest epoch even when the monitored checkpoint did not improve in it
+    assert first["epoch"] == 1  # 0-based: the second of two epochs
     run_cli(project_root, "train.py", *resumed, "logger=csv", "ckpt_path=last", "trainer.max_epochs=3", "test=false")
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     # the same run directory continued for exactly one more epoch (no restart in a new timestamped folder)
