@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,6 +34,43 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: Data settings a model depends on (input size, clip length, 3D network sizes): evaluation takes them from the
+#: checkpoint's training data module unless the command line sets them.
+INHERITED_DATA_KEYS = ("image_size", "clip_length", "clip_sampling", "clips_per_video", "network")
+
+
+def _command_line_keys() -> set[str]:
+    """Config keys set on the command line (``data.clip_length=10`` -> ``data.clip_length``)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().overrides.task
+    except ValueError:  # not running under Hydra
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+
+
+def inherit_data_settings(cfg: DictConfig, ckpt_path: str | Path, explicit: set[str]) -> dict[str, Any]:
+    """Copy :data:`INHERITED_DATA_KEYS` from the checkpoint's saved data-module hyperparameters into ``cfg.data``.
+
+    A key is copied only where ``cfg.data`` has it and ``explicit`` (keys set on the command line) does not name
+    it, so a Meso-4 checkpoint is evaluated at 256 px and a ResNeXt-LSTM one on 10-frame 112 px clips without
+    repeating the training options. Returns the settings copied.
+    """
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    saved = ckpt.get("datamodule_hyper_parameters") or {}
+    copied: dict[str, Any] = {}
+    for key in INHERITED_DATA_KEYS:
+        if key in saved and key in cfg.data and f"data.{key}" not in explicit:
+            value = saved[key]
+            if OmegaConf.is_config(cfg.data[key]) and isinstance(value, dict):
+                value = OmegaConf.merge(cfg.data[key], value)
+            if cfg.data[key] != value:
+                cfg.data[key] = value
+                copied[key] = saved[key]
+    return copied
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.data``'s test split; return the results dict that is also written.
 
@@ -46,6 +84,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
 
+    inherited = inherit_data_settings(cfg, cfg.ckpt_path, _command_line_keys())
+    if inherited:
+        log.info("data settings taken from the checkpoint's training data: %s", inherited)
     task = load_task(cfg.ckpt_path)
     if cfg.get("video_aggregation"):
         task.hparams.video_aggregation = str(cfg.video_aggregation)
