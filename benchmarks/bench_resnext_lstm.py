@@ -40,12 +40,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from faceforge.models.resnext_lstm import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ResNeXtLSTM,
-    build_backbone,
-)
+from faceforge.models.resnext_lstm import IMAGENET_MEAN, IMAGENET_STD, ResNeXtLSTM, build_backbone
 from faceforge.utils.atomic import atomic_write_json
 
 

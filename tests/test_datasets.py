@@ -17,13 +17,7 @@ from faceforge.data.crop_cache import CropCache
 from faceforge.data.datamodule import FaceDataError, FaceDataModule, SameSplitWarning
 from faceforge.data.datasets import FaceCropDataset, TransformOutputError
 from faceforge.data.face_index import FaceIndex
-from faceforge.data.image_io import (
-    ImageConversionWarning,
-    ImageReadError,
-    ImageReadStats,
-    read_rgb_image,
-    resize_image,
-)
+from faceforge.data.image_io import ImageConversionWarning, ImageReadError, ImageReadStats, read_rgb_image, resize_image
 from faceforge.data.synthetic.detection import build_synthetic_detection
 
 SIZE = 64

@@ -5,13 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceforge.losses import (
-    HeatmapMSELoss,
-    LossInputError,
-    VolumetricBCELoss,
-    heatmap_mse_loss,
-    volumetric_bce_loss,
-)
+from faceforge.losses import HeatmapMSELoss, LossInputError, VolumetricBCELoss, heatmap_mse_loss, volumetric_bce_loss
 from faceforge.models.vrn import gaussian_heatmaps
 
 

@@ -10,12 +10,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from faceforge.data.face_index import (
-    COLUMN_NAMES,
-    INDEX_FILENAME,
-    META_FILENAME,
-    FaceIndex,
-)
+from faceforge.data.face_index import COLUMN_NAMES, INDEX_FILENAME, META_FILENAME, FaceIndex
 from faceforge.data.image_io import read_rgb_image
 from faceforge.data.synthetic import detection
 from faceforge.data.synthetic.detection import build_synthetic_detection
@@ -72,7 +67,7 @@ def test_index_format_labels_methods_and_splits(synth128: FaceIndex) -> None:
         assert lm.shape == (5, 2) and lm[0, 0] < lm[1, 0] and lm[2, 1] < lm[3, 1]  # eyes left-right, nose above mouth
     # every fake derives from a real video of the same split; splits never share a source group
     split_of = {v: s for v, s in zip(cols["video_id"].tolist(), cols["split"].tolist())}
-    for v, s, src in zip(cols["video_id"].tolist(), cols["split"].tolist(), cols["source_id"].tolist()):
+    for s, src in zip(cols["split"].tolist(), cols["source_id"].tolist()):
         assert split_of[src] == s and src.startswith("synthetic/original/")
     groups = {s: set(cols["source_id"][cols["split"] == s].tolist()) for s in ("train", "val", "test")}
     assert all(groups.values())

@@ -115,9 +115,13 @@ def test_train_resnext_lstm_on_synthetic_clips(trained_video_run) -> None:
 def test_evaluate_writes_a_prediction_for_every_test_video(trained_video_run, project_root) -> None:
     base, run_dir, overrides = trained_video_run
     best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
-    data_overrides = [o for o in overrides if o.startswith(("paths.", "data."))]
+    # clip length and image size are NOT repeated: evaluate.py takes them from the checkpoint's training data
+    data_overrides = [o for o in overrides if o.startswith(("paths.", "data."))
+                      and not o.startswith(("data.clip_length", "data.image_size"))]
     run_cli(project_root, "evaluate.py", f"ckpt_path={best}", "run_name=ev", *data_overrides)
     ev_dir = base / "logs" / "eval" / "runs" / "ev"
+    ev_config = (ev_dir / "config.yaml").read_text()
+    assert "clip_length: 4" in ev_config and "image_size: 48" in ev_config
     rows = _predictions(ev_dir / "video_predictions.csv")
     index = FaceIndex.read(next((base / "data").rglob("face_index.csv")))
     test = index.columns["split"] == "test"

@@ -12,12 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceforge.models.hourglass import (
-    Hourglass,
-    ResidualModule,
-    StackedHourglass,
-    VRNHourglass,
-)
+from faceforge.models.hourglass import Hourglass, ResidualModule, StackedHourglass, VRNHourglass
 from faceforge.models.vrn import VRN, VRNGuided, VRNMultitask, gaussian_heatmaps
 
 SMALL = {"features": 32, "depth": 2, "out_depth": 16, "output_size": 64, "stem_channels": (16, 32)}

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from faceforge.reporting.tables import csv_table, markdown_table
 from faceforge.runs.common import RunConfigError, instantiate_group, project_root
-from faceforge.tasks.checkpointing import checkpoint_info, load_task
+from faceforge.tasks.checkpointing import load_task, read_checkpoint
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 from faceforge.utils.run_info import collect_run_info, write_run_info
 
@@ -50,14 +49,13 @@ def _command_line_keys() -> set[str]:
     return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
 
 
-def inherit_data_settings(cfg: DictConfig, ckpt_path: str | Path, explicit: set[str]) -> dict[str, Any]:
-    """Copy :data:`INHERITED_DATA_KEYS` from the checkpoint's saved data-module hyperparameters into ``cfg.data``.
+def inherit_data_settings(cfg: DictConfig, ckpt: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """Copy :data:`INHERITED_DATA_KEYS` from a checkpoint's saved data-module hyperparameters into ``cfg.data``.
 
     A key is copied only where ``cfg.data`` has it and ``explicit`` (keys set on the command line) does not name
     it, so a Meso-4 checkpoint is evaluated at 256 px and a ResNeXt-LSTM one on 10-frame 112 px clips without
     repeating the training options. Returns the settings copied.
     """
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     saved = ckpt.get("datamodule_hyper_parameters") or {}
     copied: dict[str, Any] = {}
     for key in INHERITED_DATA_KEYS:
@@ -82,12 +80,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise RunConfigError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt")
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
-
-    inherited = inherit_data_settings(cfg, cfg.ckpt_path, _command_line_keys())
+    ckpt = read_checkpoint(cfg.ckpt_path)
+    inherited = inherit_data_settings(cfg, ckpt, _command_line_keys())
     if inherited:
         log.info("data settings taken from the checkpoint's training data: %s", inherited)
-    task = load_task(cfg.ckpt_path)
+    write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
+
+    task = load_task(ckpt)
     if cfg.get("video_aggregation"):
         task.hparams.video_aggregation = str(cfg.video_aggregation)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -99,7 +98,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise RunConfigError(f"data {cfg.data.name}: the test split produced no predictions")
 
     results = {
-        "trained_on": checkpoint_info(cfg.ckpt_path).get("trained_on", ""),
+        "trained_on": ckpt.get("faceforge", {}).get("trained_on", ""),
         "tested_on": str(cfg.data.name),
         "checkpoint": {"path": str(Path(cfg.ckpt_path).resolve()), "sha256": file_sha256(cfg.ckpt_path),
                        "hyper_parameters": {k: v for k, v in task.hparams.items()}},

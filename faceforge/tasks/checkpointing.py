@@ -33,26 +33,26 @@ class FaceforgeCheckpointMixin:
                                    "trained_on": str(getattr(datamodule, "name", "") or "")}
 
 
-def checkpoint_info(ckpt_path: str | Path) -> dict[str, Any]:
-    """The ``faceforge`` entry of a checkpoint (task class, version, ``trained_on``), read with weights_only=True.
+def read_checkpoint(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` (no pickled objects, no code run).
 
     Raises:
-        CheckpointError: unreadable file or no faceforge entry.
+        CheckpointError: the file is missing or cannot be read that way.
     """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {ckpt_path} could not be read with weights_only=True: {exc}") from exc
-    if "faceforge" not in ckpt:
-        raise CheckpointError(f"checkpoint {ckpt_path} was not written by a faceforge task (no 'faceforge' entry)")
-    return dict(ckpt["faceforge"])
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} could not be read with weights_only=True: {exc}") from exc
 
 
-def load_task(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+def load_task(ckpt_path: str | Path | dict[str, Any], map_location: str | torch.device = "cpu") -> Any:
     """Rebuild a faceforge task (network + weights) from a checkpoint, loading it with ``weights_only=True``.
 
     Args:
-        ckpt_path: a ``.ckpt`` written by ``train.py``.
+        ckpt_path: a ``.ckpt`` written by ``train.py``, or its contents already read by :func:`read_checkpoint`.
         map_location: device for the tensors.
 
     Returns:
@@ -65,13 +65,10 @@ def load_task(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for corrupt files
-        raise CheckpointError(f"checkpoint {path} could not be read with weights_only=True: {exc}") from exc
+    if isinstance(ckpt_path, dict):
+        ckpt, path = ckpt_path, "(checkpoint contents)"
+    else:
+        ckpt, path = read_checkpoint(ckpt_path, map_location), Path(ckpt_path)
     info = ckpt.get("faceforge")
     hparams = dict(ckpt.get("hyper_parameters") or {})
     if not info or "task_class" not in info:

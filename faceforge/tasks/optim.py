@@ -5,7 +5,8 @@ partials, so that their hyperparameters stay primitive and checkpoints load with
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 

@@ -17,7 +17,8 @@ for a real one, by file stem) is assigned by :func:`~faceforge.data.readers.assi
 Videos of the public test set (``test/labels.csv``) are ``test``. Where the public test set is used, pass
 ``test_fraction=0`` to keep every train-part video for train/val.
 
-Ids: ``video_id = dfdc/<part folder>/<stem>`` (``dfdc/<stem>`` for a metadata.json at the root) (``dfdc/test/<stem>`` for the public test set);
+Ids: ``video_id = dfdc/<part folder>/<stem>`` (``dfdc/<stem>`` for a metadata.json at the root;
+``dfdc/test/<stem>`` for the public test set);
 ``source_id = dfdc/<group stem>``; ``method`` is ``DFDC`` for fakes and ``original`` for reals.
 
 Problems are reported, not raised: a file named by metadata but absent -> ``report.missing``; an mp4 that no
@@ -122,7 +123,8 @@ def _read_part(root: Path, folder: Path, part: str, val_fraction: float, test_fr
         original = entry.get("original")
         group = Path(original).stem if label == "FAKE" and isinstance(original, str) and original else stem
         split = assign_split(f"{DATASET}/{group}", seed, val_fraction, test_fraction)
-        out.append(_make(root, path, f"{DATASET}/{part}/{stem}" if part else f"{DATASET}/{stem}", label == "FAKE", split, group))
+        video_id = f"{DATASET}/{part}/{stem}" if part else f"{DATASET}/{stem}"
+        out.append(_make(root, path, video_id, label == "FAKE", split, group))
     report.unlabelled.extend(str(p) for p in videos if p.name not in meta)
     return out
 
