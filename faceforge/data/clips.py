@@ -57,7 +57,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from faceforge.data.crop_cache import CropCache
-from faceforge.data.datasets import TransformOutputError, lookup_indices
+from faceforge.data.datasets import TransformOutputError, lookup_indices, reseed_transform_in_worker
 from faceforge.data.face_index import FaceIndex
 from faceforge.data.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
 from faceforge.errors import FaceforgeError
@@ -411,7 +411,7 @@ class FaceClipDataset(Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} clips")
         frames, length, frame_index = self.load_clip(i)
         if self.transform is not None:
-            self._maybe_reseed_transform()
+            self._seeded_for = reseed_transform_in_worker(self.transform, self._seeded_for)
             out = self.transform(images=frames)["images"]
             if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 4
                     and out.shape[0] == self.clip_length and out.shape[3] == 3):
@@ -431,12 +431,3 @@ class FaceClipDataset(Dataset):
             "index": torch.tensor(i, dtype=torch.int64),
             "frame_index": torch.from_numpy(np.ascontiguousarray(frame_index, dtype=np.int64)),
         }
-
-    def _maybe_reseed_transform(self) -> None:
-        info = get_worker_info()
-        if info is None or not hasattr(self.transform, "set_random_seed"):
-            return
-        tag = (os.getpid(), int(info.seed))
-        if self._seeded_for != tag:
-            self.transform.set_random_seed(int(info.seed) % 2**32)  # type: ignore[union-attr]
-            self._seeded_for = tag

@@ -51,6 +51,29 @@ def lookup_indices(values: np.ndarray, lookup: Mapping[str, int], what: str) -> 
     return mapped[inverse.reshape(-1)]
 
 
+def reseed_transform_in_worker(transform: Any, seeded_for: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Give each DataLoader worker its own augmentation stream.
+
+    albumentations >= 2 keeps its own random generator inside the transform, which forked workers would all copy
+    and so repeat the same augmentations. Inside a worker, reseed ``transform`` from the worker's seed once per
+    (process, seed); outside workers, or for transforms without ``set_random_seed``, do nothing.
+
+    Args:
+        transform: the albumentations transform (or None).
+        seeded_for: the (pid, worker seed) the transform was last seeded for, or None.
+
+    Returns:
+        The new ``seeded_for`` tag to keep on the dataset.
+    """
+    info = get_worker_info()
+    if info is None or not hasattr(transform, "set_random_seed"):
+        return seeded_for
+    tag = (os.getpid(), int(info.seed))
+    if seeded_for != tag:
+        transform.set_random_seed(int(info.seed) % 2**32)
+    return tag
+
+
 class FaceCropDataset(Dataset):
     """One face crop per item, labelled 1 = fake, 0 = real.
 
@@ -127,7 +150,7 @@ class FaceCropDataset(Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} faces")
         img = self.load_image(i)
         if self.transform is not None:
-            self._maybe_reseed_transform()
+            self._seeded_for = reseed_transform_in_worker(self.transform, self._seeded_for)
             img = self.transform(image=img)["image"]
             if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
                 desc = f"{type(img).__name__} {getattr(img, 'shape', '')} {getattr(img, 'dtype', '')}"
@@ -142,17 +165,6 @@ class FaceCropDataset(Dataset):
             "method_idx": torch.tensor(self.method_idx[i], dtype=torch.int64),
             "index": torch.tensor(i, dtype=torch.int64),
         }
-
-    def _maybe_reseed_transform(self) -> None:
-        """Give each DataLoader worker its own augmentation stream (albumentations >= 2 keeps its own RNG, which
-        forked workers would otherwise all copy)."""
-        info = get_worker_info()
-        if info is None or not hasattr(self.transform, "set_random_seed"):
-            return
-        tag = (os.getpid(), int(info.seed))
-        if self._seeded_for != tag:
-            self.transform.set_random_seed(int(info.seed) % 2**32)  # type: ignore[union-attr]
-            self._seeded_for = tag
 
     @property
     def num_fake(self) -> int:
