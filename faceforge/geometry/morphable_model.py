@@ -232,7 +232,7 @@ def _load_mat(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     _require_file(path)
     try:
         data = scipy.io.loadmat(str(path), variable_names=list(keys))
-    except (ValueError, OSError, NotImplementedError, TypeError) as exc:
+    except (ValueError, OSError, NotImplementedError, TypeError) as exc:  # scipy: NotImplementedError = MATLAB v7.3
         raise _err(path, None, f"not a readable MATLAB .mat file ({exc}); MATLAB v7.3 files need conversion "
                                "to v7 (scipy cannot read HDF5-based .mat)") from exc
     for key in keys:

@@ -123,7 +123,7 @@ def read_300wlp_mat(path: str | os.PathLike) -> W300LPLabel:
         raise _fail(p, None, "file not found")
     try:
         data = scipy.io.loadmat(str(p))
-    except (ValueError, OSError, NotImplementedError, TypeError) as exc:
+    except (ValueError, OSError, NotImplementedError, TypeError) as exc:  # scipy: NotImplementedError = MATLAB v7.3
         raise _fail(p, None, f"not a readable MATLAB .mat file ({exc})") from exc
 
     pose = _vector(data, p, "Pose_Para", 7)

@@ -34,7 +34,7 @@ sample's frame when it has one (the NME is invariant to that similarity; predict
 
 Meshes: after each validation epoch ``num_val_meshes`` predicted volumes of the first validation batch become
 meshes (marching cubes at ``iou_threshold``, vertex colours from the crop,
-:func:`~faceforge.geometry.volume_mesh.volume_to_mesh`) written to ``<run dir>/meshes/epoch_XXX/`` (and their
+:func:`~faceforge.geometry.volume_mesh.volume_to_mesh`) written to ``<run dir>/meshes/epoch_NNN/`` (and their
 ground truth once to ``meshes/gt/``) and logged to W&B as ``wandb.Object3D`` when a WandbLogger is attached; after
 testing, the same for the first test batch in ``meshes/test/``. Meshes are written for viewing: crop pixels,
 centred, x right, y UP, z towards the viewer (``(u - c, c - v, k - D/2)``, ``c = (S - 1) / 2``; faces wound
