@@ -32,6 +32,7 @@ from faceforge.data.clips import CLIP_SAMPLINGS, FaceClipDataset
 from faceforge.data.crop_cache import CropCache
 from faceforge.data.datasets import FaceCropDataset
 from faceforge.data.face_index import INDEX_FILENAME, SPLITS, FaceIndex
+from faceforge.data.prepared import ensure_built
 from faceforge.errors import FaceforgeError
 
 log = logging.getLogger(__name__)
@@ -181,21 +182,17 @@ class FaceDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Make sure the face index exists: call ``builder(output_dir=Path(faces_dir))`` once if it is absent.
 
-        Runs in one process per node (Lightning's rule). Does nothing when the index is already there.
+        Runs in one process per node (Lightning's rule). Does nothing when the index is already there, except
+        refusing a folder built with other builder settings than this run's (see :mod:`faceforge.data.prepared`).
 
         Raises:
-            FaceDataError: if the index is absent and there is no builder, or the builder did not write it.
+            FaceDataError: the index is absent and there is no builder, the builder did not write it, or the folder
+                was built with other settings.
         """
         if self.index_path.is_file():
             self._check_root()
-            return
-        if self.builder is None:
-            raise FaceDataError(self._no_index_message())
-        log.info("face index %s absent: building it with %r", self.index_path, self.builder)
-        self.faces_dir.mkdir(parents=True, exist_ok=True)
-        self.builder(output_dir=Path(self.faces_dir))
-        if not self.index_path.is_file():
-            raise FaceDataError(f"the builder {self.builder!r} ran but did not write {self.index_path}")
+        ensure_built(self.faces_dir, INDEX_FILENAME, self.builder, FaceDataError, self._no_index_message(),
+                     "data.faces_dir")
 
     def _check_root(self) -> None:
         """Refuse an index extracted from another dataset root than ``root`` (when both are known)."""

@@ -40,6 +40,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from faceforge.data.prepared import ensure_built
 from faceforge.data.preprocess_3d.volumes import (
     INDEX_FILENAME,
     REPORT_FILENAME,
@@ -223,17 +224,11 @@ class VolumeDataModule(pl.LightningDataModule):
         """Make sure the volume index exists: call ``builder(output_dir=Path(volumes_dir))`` once if it is absent.
 
         Raises:
-            VolumeDataError: if the index is absent and there is no builder, or the builder did not write it.
+            VolumeDataError: the index is absent and there is no builder, the builder did not write it, or the
+                folder was built with other settings (see :mod:`faceforge.data.prepared`).
         """
-        if self.index_path.is_file():
-            return
-        if self.builder is None:
-            raise VolumeDataError(self._no_index_message())
-        log.info("volume index %s absent: building it with %r", self.index_path, self.builder)
-        self.volumes_dir.mkdir(parents=True, exist_ok=True)
-        self.builder(output_dir=Path(self.volumes_dir))
-        if not self.index_path.is_file():
-            raise VolumeDataError(f"the builder {self.builder!r} ran but did not write {self.index_path}")
+        ensure_built(self.volumes_dir, INDEX_FILENAME, self.builder, VolumeDataError, self._no_index_message(),
+                     "data.volumes_dir")
 
     def _read_rows(self) -> list[dict[str, Any]]:
         if not self.index_path.is_file():
