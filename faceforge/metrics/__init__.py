@@ -1,4 +1,5 @@
-"""torchmetrics ``Metric`` subclasses and functional metrics (detection now; NME, volumetric IoU, ... later)."""
+"""torchmetrics ``Metric`` subclasses and functional metrics: detection (``detection.py``: EER, video-level, per
+method) and 3D reconstruction (``reconstruction.py``: volumetric IoU, landmark NME, mesh NME)."""
 from __future__ import annotations
 
 from faceforge.metrics.detection import (
