@@ -51,11 +51,12 @@ from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from loader_common import items_per_second, single_threaded, synthetic_faces, train_transform
 
 from faceforge.data.clips import FaceClipDataset, clip_positions
 from faceforge.data.datamodule import FaceDataModule
-from faceforge.data.face_index import INDEX_FILENAME
-from faceforge.data.synthetic.detection import build_synthetic_detection
 
 
 class NaiveClipDataset(Dataset):
@@ -91,28 +92,6 @@ class NaiveClipDataset(Dataset):
                 "lengths": torch.tensor(len(pos)), "label": torch.tensor(self.labels[v])}
 
 
-def train_transform() -> Any:
-    """The project's train transform (conf/data/face_base.yaml), instantiated as Hydra would."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(ROOT / "conf" / "data" / "face_base.yaml")
-    return instantiate(cfg.train_transform)
-
-
-def clips_per_second(loader: DataLoader, epochs: int) -> float:
-    """Clips per second over ``epochs`` passes, each pass's first batch excluded."""
-    n, elapsed = 0, 0.0
-    for _ in range(epochs):
-        it = iter(loader)
-        next(it)
-        t0 = time.perf_counter()
-        for batch in it:
-            n += batch["image"].shape[0]
-        elapsed += time.perf_counter() - t0
-    return n / elapsed
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "faceforge_bench_clips")
@@ -127,16 +106,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-transform", action="store_true", help="time decoding alone (no augmentation)")
     a = p.parse_args()
-    torch.set_num_threads(1)
-    import cv2
-    cv2.setNumThreads(1)
+    single_threaded()
 
-    faces = a.data_dir / f"n{a.num_videos}_f{a.frames_per_video}_s{a.crop_size}"
-    if not (faces / INDEX_FILENAME).is_file():
-        t0 = time.perf_counter()
-        build_synthetic_detection(faces, num_videos=a.num_videos, frames_per_video=a.frames_per_video,
-                                  image_size=a.crop_size)
-        print(f"built synthetic dataset in {time.perf_counter() - t0:.1f} s: {faces}")
+    faces = synthetic_faces(a.data_dir, a.num_videos, a.frames_per_video, a.crop_size)
     transform = None if a.no_transform else train_transform()
 
     dm = FaceDataModule("synthetic", str(faces), batch_size=a.batch_size, num_workers=a.num_workers,
@@ -156,8 +128,8 @@ def main() -> None:
 
     naive_r, ours_r = [], []
     for _ in range(a.repeats):
-        naive_r.append(clips_per_second(naive, a.epochs))
-        ours_r.append(clips_per_second(ours, a.epochs))
+        naive_r.append(items_per_second(naive, a.epochs))
+        ours_r.append(items_per_second(ours, a.epochs))
     n, o = statistics.median(naive_r), statistics.median(ours_r)
     t = a.clip_length
     print(f"command: {' '.join(sys.argv)}")
