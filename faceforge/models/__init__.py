@@ -8,9 +8,20 @@
 """
 from __future__ import annotations
 
-from faceforge.models.meso import KerasWeightsError, Meso4, MesoInception4, from_keras_h5, mesonet_preprocess
-from faceforge.models.resnext_lstm import PretrainedWeightsError, ResNeXtLSTM
-from faceforge.models.vrn import VRN, VRNGuided, VRNMultitask, gaussian_heatmaps
+import importlib
+from typing import Any
 
-__all__ = ["VRN", "KerasWeightsError", "Meso4", "MesoInception4", "PretrainedWeightsError", "ResNeXtLSTM",
-           "VRNGuided", "VRNMultitask", "from_keras_h5", "gaussian_heatmaps", "mesonet_preprocess"]
+#: public name -> module that defines it; imported on first use, so that ``import faceforge.models.meso`` does not
+#: pay for torchvision (resnext_lstm) or the VRN code.
+_EXPORTS = {
+    "KerasWeightsError": "meso", "Meso4": "meso", "MesoInception4": "meso", "from_keras_h5": "meso",
+    "mesonet_preprocess": "meso", "PretrainedWeightsError": "resnext_lstm", "ResNeXtLSTM": "resnext_lstm",
+    "VRN": "vrn", "VRNGuided": "vrn", "VRNMultitask": "vrn", "gaussian_heatmaps": "vrn",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'faceforge.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"faceforge.models.{_EXPORTS[name]}"), name)
