@@ -34,7 +34,7 @@ from torchmetrics.classification import BinaryAccuracy
 from faceforge.errors import FaceforgeError
 from faceforge.metrics.detection import DetectionScores, detection_report
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
-from faceforge.tasks.optim import OptimConfigError, build_optimizer, build_scheduler
+from faceforge.tasks.optim import configure_optimization
 
 #: Metrics logged per stage (keys of :func:`faceforge.metrics.detection.binary_detection_metrics`).
 LOGGED_METRICS = ("auc", "eer", "ap", "acc", "precision", "recall", "f1")
@@ -70,9 +70,8 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         loss: ``"bce"`` (binary cross-entropy on the logit; default) or ``"mse"`` (mean squared error on the
             sigmoid, the loss of the MesoNet paper, Afchar et al. 2018, Sec. 4).
         optimizer: primitive optimiser spec, e.g. ``{"name": "adam", "lr": 1e-3}`` (MesoNet's Adam, lr 1e-3), see
-            :func:`faceforge.tasks.optim.build_optimizer`; one extra key is read here: ``trainable_only``
-            (default True) hands the optimiser only the parameters with ``requires_grad`` (a frozen backbone's
-            weights are then neither decayed nor given optimiser state).
+            :func:`faceforge.tasks.optim.build_optimizer` (``trainable_only``, default True, hands the optimiser
+            only the parameters with ``requires_grad``).
         scheduler: primitive scheduler spec (see :func:`faceforge.tasks.optim.build_scheduler`) or None.
         video_aggregation: how frame probabilities become a video probability: ``mean``, ``max`` or ``vote``.
         threshold: decision threshold on P(fake) for accuracy, precision, recall, F1 and confusion matrices.
@@ -263,14 +262,4 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        spec = dict(self.hparams.optimizer) if self.hparams.optimizer else None
-        trainable_only = bool(spec.pop("trainable_only", True)) if spec is not None else True
-        params = [p for p in self.parameters() if p.requires_grad] if trainable_only else list(self.parameters())
-        if not params:
-            raise OptimConfigError(f"{type(self.net).__name__} has no trainable parameter (all have requires_grad="
-                                   f"False): unfreeze part of it, e.g. model.net.train_last_stage=true")
-        optimizer = build_optimizer(params, spec or None)
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self.parameters(), self.hparams.optimizer, self.hparams.scheduler)

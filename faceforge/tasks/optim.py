@@ -29,14 +29,22 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], spec: Mapping[str, Any
 
     Args:
         params: parameters to optimise.
-        spec: ``name`` is one of adam, adamw, sgd, rmsprop; other keys go to the torch constructor
-            (``lr``, ``weight_decay``, ``betas``, ``momentum``, ...). ``None`` means Adam with lr 1e-3.
+        spec: ``name`` is one of adam, adamw, sgd, rmsprop; ``trainable_only`` (default True) keeps only the
+            parameters with ``requires_grad`` (a frozen backbone's weights then get neither weight decay nor
+            optimiser state); other keys go to the torch constructor (``lr``, ``weight_decay``, ``betas``,
+            ``momentum``, ...). ``None`` means Adam with lr 1e-3.
 
     Raises:
-        OptimConfigError: unknown name or a keyword the optimiser does not take.
+        OptimConfigError: unknown name, a keyword the optimiser does not take, or no trainable parameter.
     """
     spec = dict(spec or {"name": "adam", "lr": 1e-3})
     name = str(spec.pop("name", "adam")).lower()
+    params = list(params)
+    if bool(spec.pop("trainable_only", True)):
+        params = [p for p in params if p.requires_grad]
+    if not params:
+        raise OptimConfigError("no trainable parameter (all have requires_grad=False): unfreeze part of the "
+                               "network, e.g. model.net.train_last_stage=true")
     if name not in _OPTIMIZERS:
         raise OptimConfigError(f"unknown optimizer {name!r}; choose one of {sorted(_OPTIMIZERS)}")
     if "betas" in spec:
@@ -80,3 +88,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | 
     if name == "plateau":
         out["monitor"] = monitor
     return out
+
+
+def configure_optimization(parameters: Iterable[torch.nn.Parameter], optimizer: Mapping[str, Any] | None,
+                           scheduler: Mapping[str, Any] | None) -> Any:
+    """What a task's ``configure_optimizers`` returns: the optimiser alone, or it with its schedule.
+
+    Raises:
+        OptimConfigError: see :func:`build_optimizer` and :func:`build_scheduler`.
+    """
+    opt = build_optimizer(parameters, optimizer)
+    sched = build_scheduler(opt, scheduler)
+    return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

@@ -61,7 +61,7 @@ from faceforge.metrics.reconstruction import LandmarkNME, VolumetricIoU, landmar
 from faceforge.models.vrn import gaussian_heatmaps
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
 from faceforge.tasks.detection import images_to_float
-from faceforge.tasks.optim import build_optimizer, build_scheduler
+from faceforge.tasks.optim import configure_optimization
 
 __all__ = ["RECONSTRUCTION_COLUMNS", "VARIANTS", "ReconstructionOutput", "ReconstructionTaskError",
            "VolumeRegressionTask", "crop_to_source", "heatmap_landmarks", "image_to_heatmap_points"]
@@ -523,9 +523,5 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self.parameters(), self.hparams.optimizer, self.hparams.scheduler)
 
