@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from faceforge.data.clips import CLIP_SAMPLINGS, FaceClipDataset
 from faceforge.data.crop_cache import CropCache
 from faceforge.data.datasets import FaceCropDataset
-from faceforge.data.face_index import INDEX_FILENAME, SPLITS, FaceIndex
+from faceforge.data.face_index import INDEX_FILENAME, META_FILENAME, SPLITS, FaceIndex
 from faceforge.data.prepared import ensure_built
 from faceforge.errors import FaceforgeError
 
@@ -198,7 +198,7 @@ class FaceDataModule(pl.LightningDataModule):
         """Refuse an index extracted from another dataset root than ``root`` (when both are known)."""
         if self.root is None:
             return
-        meta_path = self.faces_dir / "face_index.meta.json"
+        meta_path = self.faces_dir / META_FILENAME
         try:
             recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("root")
         except (OSError, ValueError):
