@@ -1,16 +1,46 @@
 """Atomic file writes: write to a temporary file in the same folder, then ``os.replace``.
 
 A process killed mid-write leaves either the old file or the new one, never a truncated file.
+
+Files written here get the permissions any ordinary ``open(path, "w")`` would give them: ``0o666`` less the
+process umask (``0644`` under umask 022, ``0640`` under 027), and a folder's default ACL applies as usual. The
+temporary file is created with ``os.open(..., O_CREAT | O_EXCL, 0o666)``, so the kernel applies the umask at
+creation; unlike ``tempfile.mkstemp`` (always ``0600``) nothing needs to read or change the umask, which
+``os.umask`` can only do by setting it (a race with other threads creating files).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
+
+#: Permission bits asked for when creating a file; the process umask (and a default ACL) removes some of them.
+FILE_MODE = 0o666
+_NAME_ATTEMPTS = 100
+
+
+def _create_temp(directory: Path, prefix: str, suffix: str) -> Path:
+    """Create a new, empty, uniquely named file in ``directory`` with mode ``FILE_MODE & ~umask``; return its path.
+
+    Raises:
+        FileExistsError: no free name after many attempts (practically impossible).
+        OSError: the folder cannot be written.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_NAME_ATTEMPTS):
+        candidate = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            fd = os.open(candidate, flags, FILE_MODE)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name in {directory}")
 
 
 @contextlib.contextmanager
@@ -22,15 +52,16 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         suffix: suffix of the temporary file (defaults to the destination's, so libraries that
             pick a format from the extension, such as PIL or matplotlib, still work).
 
+    The temporary file exists (empty) when the body starts, with the mode the umask gives (``0o666 & ~umask``);
+    a body that writes into it (or truncates it, as ``open(tmp, "w")``, h5py's ``"w"`` and numpy's memmap ``"w+"``
+    do) keeps that mode, so the final file has it too.
+
     Raises:
         Whatever the body raises; the temporary file is then removed and ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(path.parent, f".{path.name}.", suffix if suffix is not None else path.suffix)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
