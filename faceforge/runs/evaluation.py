@@ -1,6 +1,7 @@
-"""Evaluation run: rebuild a task from a checkpoint (``weights_only=True``), test it on a data module, and write
-a reproducible results JSON (metrics, config, commit, checkpoint hash, data summary), a markdown and CSV table,
-and the task's own test outputs (per-video predictions for detection).
+"""Evaluation run: rebuild a task from a checkpoint (``weights_only=True``, through faceforge's registry: see
+:mod:`faceforge.tasks.checkpointing`) or from imported weights (the MesoNet authors' Keras ``.h5`` files), test it
+on a data module, and write a reproducible results JSON (metrics, config, commit, weights kind and hash, data
+summary), a markdown and CSV table, and the task's own test outputs (per-video predictions for detection).
 
 A task used here provides ``test_report`` (filled by ``trainer.test``), ``result_table(report, dataset) ->
 (rows, columns)`` and ``write_test_outputs(output_dir, datamodule) -> list[Path]``."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from faceforge.registry import RegistryError, check_primitive
 from faceforge.reporting.tables import csv_table, markdown_table
 from faceforge.runs.common import RunConfigError, instantiate_group, project_root
-from faceforge.tasks.checkpointing import load_task, read_checkpoint
+from faceforge.tasks.checkpointing import CheckpointError, load_task, read_checkpoint
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 from faceforge.utils.run_info import collect_run_info, write_run_info
 
@@ -55,12 +58,21 @@ def inherit_data_settings(cfg: DictConfig, ckpt: dict[str, Any], explicit: set[s
     A key is copied only where ``cfg.data`` has it and ``explicit`` (keys set on the command line) does not name
     it, so a Meso-4 checkpoint is evaluated at 256 px and a ResNeXt-LSTM one on 10-frame 112 px clips without
     repeating the training options. Returns the settings copied.
+
+    The values come from the checkpoint file, and ``cfg.data`` is instantiated with Hydra afterwards, so they
+    must be primitives with no ``_target_`` or other Hydra control key and no ``${...}`` interpolation.
+
+    Raises:
+        CheckpointError: a saved value that is not such a primitive.
     """
     saved = ckpt.get("datamodule_hyper_parameters") or {}
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"the checkpoint's datamodule_hyper_parameters is a {type(saved).__name__}, not a "
+                              f"mapping")
     copied: dict[str, Any] = {}
     for key in INHERITED_DATA_KEYS:
         if key in saved and key in cfg.data and f"data.{key}" not in explicit:
-            value = saved[key]
+            value = _safe_data_value(saved[key], key)
             if OmegaConf.is_config(cfg.data[key]) and isinstance(value, dict):
                 value = OmegaConf.merge(cfg.data[key], value)
             if cfg.data[key] != value:
@@ -69,24 +81,166 @@ def inherit_data_settings(cfg: DictConfig, ckpt: dict[str, Any], explicit: set[s
     return copied
 
 
+def _safe_data_value(value: Any, key: str) -> Any:
+    """A data setting read from a checkpoint, checked: primitives only, no Hydra control key, no interpolation.
+
+    Raises:
+        CheckpointError: anything else.
+    """
+    try:
+        value = check_primitive(value, f"datamodule_hyper_parameters.{key}")
+    except RegistryError as exc:
+        raise CheckpointError(f"the checkpoint's {exc}") from None
+
+    def strings(v: Any) -> list[str]:
+        if isinstance(v, str):
+            return [v]
+        if isinstance(v, list):
+            return [s for x in v for s in strings(x)]
+        if isinstance(v, dict):
+            return [s for x in v.values() for s in strings(x)]
+        return []
+
+    if any("${" in s for s in strings(value)):
+        raise CheckpointError(f"the checkpoint's datamodule_hyper_parameters.{key} holds a '${{...}}' "
+                              f"interpolation; data settings from a checkpoint must be plain values")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Imported weights (the MesoNet authors' Keras files)
+# ------------------------------------------------------------------------------------------------------------------
+
+#: What an imported weight file is, for the results' ``weights.source``.
+KERAS_H5_SOURCE = "MesoNet authors' Keras h5"
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_keras_h5(path: str | Path) -> bool:
+    """Whether ``path`` is an HDF5 file (by its signature, whatever its suffix): a Keras weight file to import,
+    not a faceforge checkpoint. A missing or unreadable file is not."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == _HDF5_MAGIC
+    except OSError:
+        return False
+
+
+def _imported_mesonet_task(cfg: DictConfig, path: Path) -> tuple[Any, dict[str, Any]]:
+    """A DetectionTask around the authors' Keras weights (Meso-4 or MesoInception-4, told from the file's layers),
+    and the ``weights`` record of the results.
+
+    Raises:
+        faceforge.models.meso.KerasWeightsError: the file is not a MesoNet Keras weight file.
+    """
+    import yaml
+
+    from faceforge.models.meso import MESONET_INPUT_SIZE, from_keras_h5
+    from faceforge.registry import registry_name
+    from faceforge.tasks.detection import DetectionTask
+
+    net = from_keras_h5(path)
+    arch = registry_name(type(net)) or type(net).__name__
+    slope = float(getattr(net.head.act, "negative_slope", 0.1))
+    spec = {"_target_": arch, "head_activation": net.head_activation, "negative_slope": slope}
+    task = DetectionTask(net=net, video_aggregation=str(cfg.get("video_aggregation") or "mean"),
+                         net_spec=yaml.safe_dump(spec, sort_keys=False))
+    weights = {"kind": "imported", "source": KERAS_H5_SOURCE, "format": "keras_h5", "architecture": arch,
+               "file": path.name, "path": str(path.resolve()), "sha256": file_sha256(path),
+               "preprocessing": {"image_size": MESONET_INPUT_SIZE, "scale": "1/255", "channels": "RGB",
+                                 "resize": "PIL NEAREST (the authors' Keras pipeline) for crops of another size"},
+               "output": "sigmoid(logit) = P(fake) = 1 - P_keras(real)"}
+    return task, weights
+
+
+def _prepare_data_for_mesonet(cfg: DictConfig, explicit: set[str]) -> None:
+    """Serve what the authors' networks expect: 256 x 256 single frames, no eval transform.
+
+    Raises:
+        RunConfigError: the command line asks for another image size, or clips.
+    """
+    from faceforge.models.meso import MESONET_INPUT_SIZE
+
+    data = cfg.data
+    if "image_size" in data and data.image_size != MESONET_INPUT_SIZE:
+        if "data.image_size" in explicit:
+            raise RunConfigError(f"data.image_size={data.image_size}: the MesoNet authors' networks take "
+                                 f"{MESONET_INPUT_SIZE}x{MESONET_INPUT_SIZE} crops; drop the override")
+        data.image_size = MESONET_INPUT_SIZE
+    if data.get("clip_length") is not None:
+        raise RunConfigError(f"data.clip_length={data.clip_length}: the MesoNet authors' networks score single "
+                             f"frames; set data.clip_length=null")
+    if data.get("eval_transform") is not None:
+        warnings.warn("data.eval_transform is set: it changes the crops the MesoNet authors' weights see (their "
+                      "preprocessing is a resize to 256 and 1/255 only)", stacklevel=2)
+
+
+def _check_crop_sizes(datamodule: Any, size: int, max_files: int = 64) -> dict[str, int]:
+    """Read the stored size (file header only) of up to ``max_files`` test crops, evenly spaced; return
+    ``{"checked": n, "other_size": m}``. Crops not stored at ``size`` are resized by the data module (OpenCV
+    INTER_AREA), not with the authors' PIL NEAREST: a warning says so."""
+    from PIL import Image
+
+    index = getattr(datamodule, "split_indexes", {}).get("test")
+    if index is None or not len(index):
+        return {"checked": 0, "other_size": 0}
+    paths = index.columns["crop_path"]
+    step = max(1, len(paths) // max_files)
+    checked = other = 0
+    for rel in paths[::step][:max_files]:
+        try:
+            with Image.open(Path(index.root) / str(rel)) as im:
+                other += im.size != (size, size)
+                checked += 1
+        except OSError:
+            continue
+    if other:
+        warnings.warn(f"{other} of {checked} test crops checked are not stored at {size}x{size} px: the data module "
+                      f"resizes them with OpenCV INTER_AREA, not with the MesoNet authors' PIL NEAREST; extract faces "
+                      f"at data.image_size={size} to match the authors' preprocessing", stacklevel=2)
+    return {"checked": checked, "other_size": other}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.data``'s test split; return the results dict that is also written.
 
+    ``ckpt_path`` is a faceforge checkpoint (``.ckpt``, rebuilt through the registry with ``weights_only=True``) or
+    an HDF5 file of the MesoNet authors' Keras weights (Meso-4 or MesoInception-4, told from its layers; evaluated
+    at 256 px with their preprocessing). ``results.json`` records which in ``weights``: ``{"kind": "trained", ...}``
+    or ``{"kind": "imported", "source": "MesoNet authors' Keras h5", "sha256": ...}``; the markdown and CSV tables
+    carry a ``weights`` column.
+
     Raises:
-        RunConfigError: no checkpoint given.
-        faceforge.tasks.checkpointing.CheckpointError: the checkpoint cannot be rebuilt.
+        RunConfigError: no checkpoint given, or data settings the imported network cannot take.
+        faceforge.tasks.checkpointing.CheckpointError: the checkpoint cannot be read or rebuilt safely.
+        faceforge.models.meso.KerasWeightsError: an HDF5 file that is not a MesoNet Keras weight file.
     """
     if not cfg.get("ckpt_path"):
-        raise RunConfigError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt")
+        raise RunConfigError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt (or a MesoNet authors' .h5)")
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    ckpt = read_checkpoint(cfg.ckpt_path)
-    inherited = inherit_data_settings(cfg, ckpt, _command_line_keys())
-    if inherited:
-        log.info("data settings taken from the checkpoint's training data: %s", inherited)
+    ckpt_path = Path(str(cfg.ckpt_path))
+    explicit = _command_line_keys()
+    imported = is_keras_h5(ckpt_path)
+    if imported:
+        task, weights = _imported_mesonet_task(cfg, ckpt_path)
+        _prepare_data_for_mesonet(cfg, explicit)
+        trained_on = f"imported:{ckpt_path.name}"
+    else:
+        ckpt = read_checkpoint(ckpt_path)
+        inherited = inherit_data_settings(cfg, ckpt, explicit)
+        if inherited:
+            log.info("data settings taken from the checkpoint's training data: %s", inherited)
+        task = load_task(ckpt)
+        info = ckpt.get("faceforge") or {}
+        trained_on = str(info.get("trained_on", "") or "")
+        weights = {"kind": "trained", "source": "faceforge checkpoint", "format": "lightning_ckpt",
+                   "architecture": type(task.net).__name__, "file": ckpt_path.name,
+                   "path": str(ckpt_path.resolve()), "sha256": file_sha256(ckpt_path),
+                   "faceforge_version": str(info.get("version", "") or "")}
     write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
 
-    task = load_task(ckpt)
     if cfg.get("video_aggregation"):
         task.hparams.video_aggregation = str(cfg.video_aggregation)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -96,11 +250,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     report = task.test_report
     if report is None:
         raise RunConfigError(f"data {cfg.data.name}: the test split produced no predictions")
+    if imported:
+        weights["preprocessing"]["test_crops"] = _check_crop_sizes(datamodule,
+                                                                   weights["preprocessing"]["image_size"])
 
     results = {
-        "trained_on": ckpt.get("faceforge", {}).get("trained_on", ""),
+        "trained_on": trained_on,
         "tested_on": str(cfg.data.name),
-        "checkpoint": {"path": str(Path(cfg.ckpt_path).resolve()), "sha256": file_sha256(cfg.ckpt_path),
+        "weights": weights,
+        "checkpoint": {"path": weights["path"], "sha256": weights["sha256"], "kind": weights["kind"],
                        "hyper_parameters": {k: v for k, v in task.hparams.items()}},
         "data": {"name": cfg.data.name,
                  "data_dir": str(cfg.data.get("faces_dir", cfg.data.get("volumes_dir", ""))),
@@ -112,6 +270,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results_path = Path(cfg.results_path)
     atomic_write_json(results_path, results)
     rows, columns = task.result_table(report, str(cfg.data.name))
+    label = weights_label(weights)
+    rows = [{**row, "weights": label} for row in rows]
+    columns = (*columns, ("weights", "weights"))
     table = markdown_table(rows, columns)
     atomic_write_text(results_path.with_suffix(".md"), table)
     atomic_write_text(results_path.with_suffix(".csv"), csv_table(rows, columns))
@@ -119,3 +280,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(table)
     log.info("Results written to %s", results_path)
     return results
+
+
+def weights_label(weights: dict[str, Any]) -> str:
+    """One table cell naming the weights: ``trained (epoch_007.ckpt)`` or
+    ``imported: MesoNet authors' Keras h5 (Meso4_DF.h5)``."""
+    if weights.get("kind") == "imported":
+        return f"imported: {weights.get('source', '')} ({weights.get('file', '')})"
+    return f"trained ({weights.get('file', '')})"
