@@ -1,5 +1,7 @@
 """Evaluate a checkpoint: ``python evaluate.py ckpt_path=RUN/checkpoints/epoch_007.ckpt data=dfdc data.root=...``.
 
+The MesoNet authors' Keras weights go the same way: ``python evaluate.py ckpt_path=Meso4_DF.h5 data=...``.
+
 Prints a markdown table and writes ``results.json`` (metrics, config, git commit, checkpoint SHA-256),
 ``results.md``, ``results.csv`` and ``video_predictions.csv`` into the evaluation run directory.
 """
