@@ -132,3 +132,23 @@ def test_an_hdf5_file_that_is_not_mesonet_is_a_clear_error(project_root, tmp_pat
     with pytest.raises(KerasWeightsError, match="other.h5"):
         evaluate(cfg)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_trained_checkpoint_is_marked_trained(project_root, data_dir, tmp_path):
+    import yaml
+
+    from faceforge.models.meso import Meso4
+    from faceforge.tasks.detection import DetectionTask
+
+    task = DetectionTask(net=Meso4(), net_spec=yaml.safe_dump({"_target_": "Meso4"}))
+    ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
+    task.on_save_checkpoint(ckpt)
+    path = tmp_path / "mine.ckpt"
+    torch.save(ckpt, path)
+    cfg = _compose(project_root, f"ckpt_path={path}", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}",
+                   f"paths.output_dir={tmp_path / 'out'}", *TINY)
+    results = evaluate(cfg)
+    assert results["weights"]["kind"] == "trained" and results["weights"]["architecture"] == "Meso4"
+    assert results["weights"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(tmp_path / "out" / "results.csv") as fh:
+        assert {r["weights"] for r in csv.DictReader(fh)} == {"trained (mine.ckpt)"}

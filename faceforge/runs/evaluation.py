@@ -149,7 +149,9 @@ def _imported_mesonet_task(cfg: DictConfig, path: Path) -> tuple[Any, dict[str, 
     weights = {"kind": "imported", "source": KERAS_H5_SOURCE, "format": "keras_h5", "architecture": arch,
                "file": path.name, "path": str(path.resolve()), "sha256": file_sha256(path),
                "preprocessing": {"image_size": MESONET_INPUT_SIZE, "scale": "1/255", "channels": "RGB",
-                                 "resize": "PIL NEAREST (the authors' Keras pipeline) for crops of another size"},
+                                 "resize": "none for crops stored at 256 px; test_crops.other_size counts the "
+                                           "others, which the data module resizes with OpenCV INTER_AREA (the "
+                                           "authors' pipeline: PIL NEAREST)"},
                "output": "sigmoid(logit) = P(fake) = 1 - P_keras(real)"}
     return task, weights
 
