@@ -51,7 +51,7 @@ def _clips(index: FaceIndex, **kw) -> FaceClipDataset:
     return FaceClipDataset(index, vl, ml, **kw)
 
 
-def _frames_of(ds: FaceClipDataset, items: range | list[int]) -> list[list[int]]:
+def _frames_of(ds: FaceClipDataset, items: range | list[int] | list[tuple[int, int]]) -> list[list[int]]:
     return [ds[i]["frame_index"].tolist() for i in items]
 
 
@@ -105,14 +105,18 @@ def test_train_clips_are_seeded_and_change_between_draws(synth_master: Path) -> 
     epoch1 = _frames_of(a, range(len(a)))
     assert epoch1 == _frames_of(b, range(len(b)))  # same seed, same clips
     assert epoch1 != _frames_of(c, range(len(c)))  # another seed, other clips
+    a.set_epoch(1)
     epoch2 = _frames_of(a, range(len(a)))
-    assert epoch1 != epoch2  # new jitter on the next pass
+    assert epoch1 != epoch2  # new jitter in the next epoch
+    assert epoch2 == _frames_of(b, [(1, i) for i in range(len(b))])  # (epoch, item) keys, as the sampler yields
+    a.set_epoch(0)
+    assert _frames_of(a, range(len(a))) == epoch1  # a function of (seed, epoch, item): asking again repeats it
     for clip in epoch1 + epoch2:  # evenly spaced: steps of floor/ceil(8 / 3)
         assert set(np.diff(clip).tolist()) <= {2, 3}
     runs = _clips(index, clip_length=3, sampling="contiguous", train=True, seed=1)
     starts = set()
-    for _ in range(5):
-        for clip in _frames_of(runs, range(len(runs))):
+    for epoch in range(5):
+        for clip in _frames_of(runs, [(epoch, i) for i in range(len(runs))]):
             assert np.all(np.diff(clip) == 1)
             starts.add(clip[0])
     assert len(starts) > 3  # the runs move over the video
@@ -124,7 +128,11 @@ def test_training_clips_in_workers_are_reproducible_and_new_each_epoch(synth: Pa
                             seed=3)
         dm.setup()
         loader = dm.train_dataloader()
-        return [[b["frame_index"].tolist() for b in loader] for _ in range(2)]
+        out = []
+        for epoch in range(2):
+            loader.sampler.set_epoch(epoch)  # as Lightning does
+            out.append([b["frame_index"].tolist() for b in loader])
+        return out
 
     one, two = epochs(), epochs()
     assert one == two  # seeded loader, seeded workers: the same run twice
@@ -366,7 +374,8 @@ def test_tiny_resnext_lstm_learns_the_temporal_only_signal(tmp_path: Path) -> No
     net = ResNeXtLSTM("tiny", hidden_size=32, dropout=0.0)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loader = dm.train_dataloader()
-    for _ in range(120):
+    for epoch in range(120):
+        loader.sampler.set_epoch(epoch)  # as Lightning does at every epoch start
         for b in loader:
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 net(b["image"].float() / 255, b["lengths"]), b["label"].float())

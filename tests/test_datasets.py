@@ -317,10 +317,18 @@ def test_balance_classes_sampler(tmp_path: Path) -> None:
     labels = dm.train_dataset.labels
     assert labels.mean() > 0.65  # the data really is imbalanced
     sampler = dm.train_dataloader().sampler
-    draws = np.concatenate([labels[list(sampler)] for _ in range(200)])  # 200 epochs
+
+    def epoch(e: int) -> list[int]:
+        sampler.set_epoch(e)
+        keys = list(sampler)
+        assert all(k[0] == e for k in keys)  # (epoch, index) pairs: the dataset seeds its augmentation with both
+        return [k[1] for k in keys]
+
+    draws = np.concatenate([labels[epoch(e)] for e in range(200)])  # 200 epochs
     assert abs(draws.mean() - 0.5) < 0.05
-    # seeded: the same sequence from a new loader
+    # seeded by (seed, epoch): the same sequence from a new loader, another one in the next epoch
     assert list(dm.train_dataloader().sampler) == list(dm.train_dataloader().sampler)
+    assert epoch(3) == epoch(3) and epoch(3) != epoch(4)
     # no test split here: a clear error when asked
     assert dm.test_dataset is None
     with pytest.raises(FaceDataError, match="'test'"):

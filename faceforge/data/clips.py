@@ -16,8 +16,10 @@ What a clip is made of (documented behaviour, checked by ``tests/test_clips.py``
     at the same relative offset ``u`` in [0, 1), so the spacing stays regular (what a recurrent model needs).
   - ``"contiguous"``: ``T`` consecutive frames from ``start = min(n - T, floor(u * (n - T + 1)))``.
 
-  Training (``train=True``) draws ``u`` uniformly for every item from a seeded generator (``seed``, the DataLoader
-  worker's seed and the distributed rank: reproducible, and new clips every epoch); evaluation uses
+  Training (``train=True``) draws ``u`` uniformly for every item from a generator seeded with ``(seed, epoch,
+  item)`` (:func:`~faceforge.utils.seeding.derive_seed`: the same clips in any DataLoader worker and after a
+  resume, new clips every epoch; the epoch comes with the key from
+  :class:`~faceforge.data.sampler.EpochSampler`, or from :meth:`FaceClipDataset.set_epoch`); evaluation uses
   ``u = (k + 0.5) / K``: deterministic, segment centres / a centred run for ``K = 1``, spread over the video
   for ``K > 1``. "Consecutive" means consecutive *extracted* frames: extraction samples ``num_frames`` frames per
   video (evenly by default), so extract with ``sampling=contiguous`` for clips of consecutive video frames.
@@ -40,8 +42,9 @@ DataLoader workers share the pages instead of copying them (reference counts are
 Items (``__getitem__``) are dicts: ``image`` uint8 ``(T, 3, H, W)``; ``lengths`` int64 0-d (valid frames, 1..T);
 ``label`` int64 0-d (1 = fake); ``video_idx``, ``method_idx`` int64 0-d; ``index`` int64 0-d (the item number:
 video ``index // clips_per_video`` of the dataset, clip ``index % clips_per_video``); ``frame_index`` int64
-``(T,)`` (the source-video frame served at each position, after substitution; padding repeats the last). The default collate stacks them
-(all clips have the same ``T``, ``H``, ``W``). As for frames, images stay uint8: the task converts on the device.
+``(T,)`` (the source-video frame served at each position, after substitution; padding repeats the last). The
+default collate stacks them (all clips have the same ``T``, ``H``, ``W``). As for frames, images stay uint8: the
+task converts on the device.
 """
 from __future__ import annotations
 
@@ -54,13 +57,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from faceforge.data.crop_cache import CropCache
-from faceforge.data.datasets import TransformOutputError, lookup_indices, reseed_transform_in_worker
+from faceforge.data.datasets import TransformOutputError, lookup_indices
 from faceforge.data.face_index import FaceIndex
 from faceforge.data.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
+from faceforge.data.sampler import split_key
 from faceforge.errors import FaceforgeError
+from faceforge.utils.seeding import AUGMENT, CLIP, derive_seed, item_rng, seed_transform
 
 __all__ = [
     "CLIP_SAMPLINGS",
@@ -153,11 +158,11 @@ class FaceClipDataset(Dataset):
         sampling: ``"evenly"`` (default) or ``"contiguous"``.
         clips_per_video: clips ``K`` per video and epoch (>= 1); ``len(dataset) = videos * K``.
         train: draw a random offset per item (seeded) instead of the deterministic evaluation offsets.
-        seed: seed of the training draws.
+        seed: the run's seed (training offsets and augmentation draws).
         transform: albumentations transform called as ``transform(images=frames)["images"]`` on the clip's
             ``(T, H, W, 3)`` uint8 RGB stack, so that every frame gets the SAME random parameters (per-frame
             augmentation would add a flicker that real videos do not have); it must return the same kind of
-            stack (no ``Normalize`` / ``ToTensorV2``). Reseeded per DataLoader worker like
+            stack (no ``Normalize`` / ``ToTensorV2``). Seeded per item from ``(seed, epoch, item)`` like
             :class:`~faceforge.data.datasets.FaceCropDataset`'s.
         cache: a :class:`~faceforge.data.crop_cache.CropCache` (after ``ensure()``) holding the crops of ``index``;
             pixels are then read from it, and its unreadable rows are substituted up front.
@@ -209,9 +214,7 @@ class FaceClipDataset(Dataset):
         self.root = str(index.root)
         self.load_stats = ClipLoadStats()
         self.read_stats = ImageReadStats()
-        self._rng: np.random.Generator | None = None
-        self._rng_for: tuple[int, int] | None = None
-        self._seeded_for: tuple[int, int] | None = None
+        self.epoch = 0
         self._bad_rows: dict[int, str] = {}  # CSR entries found unreadable while loading (no cache)
 
         cols = index.columns
@@ -293,26 +296,18 @@ class FaceClipDataset(Dataset):
         return self.frame_index[self.offsets[v]:self.offsets[v + 1]]
 
     # ------------------------------------------------------------------ sampling
-    def _offset(self, k: int) -> float:
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of bare-index keys (keys from :class:`~faceforge.data.sampler.EpochSampler` carry their own)."""
+        self.epoch = int(epoch)
+
+    def _offset(self, i: int, k: int, epoch: int) -> float:
         if not self.train:
             return (k + 0.5) / self.clips_per_video
-        return float(self._generator().random())
+        return float(item_rng(self.seed, CLIP, epoch, i).random())
 
-    def _generator(self) -> np.random.Generator:
-        """This process's generator of training offsets: seeded by ``seed``, the DataLoader worker seed (new each
-        epoch for non-persistent workers; a persistent worker's generator simply advances) and the rank."""
-        info = get_worker_info()
-        worker_seed = int(info.seed) if info is not None else 0
-        tag = (os.getpid(), worker_seed)
-        if self._rng is None or self._rng_for != tag:
-            rank = torch.distributed.get_rank() if (torch.distributed.is_available()
-                                                    and torch.distributed.is_initialized()) else 0
-            self._rng = np.random.default_rng([self.seed, worker_seed % 2**63, rank])
-            self._rng_for = tag
-        return self._rng
-
-    def clip_entries(self, i: int) -> tuple[np.ndarray, int]:
-        """CSR entries of item ``i``'s frames before substitution of unreadable crops.
+    def clip_entries(self, i: int, epoch: int | None = None) -> tuple[np.ndarray, int]:
+        """CSR entries of item ``i``'s frames (in epoch ``epoch``, default :attr:`epoch`) before substitution of
+        unreadable crops.
 
         Returns:
             ``(entries, length)``: int64 ``(T,)`` entries into the per-frame arrays (padding repeats the last) and
@@ -320,7 +315,8 @@ class FaceClipDataset(Dataset):
         """
         v, k = divmod(int(i), self.clips_per_video)
         start, end = int(self.offsets[v]), int(self.offsets[v + 1])
-        pos = clip_positions(end - start, self.clip_length, self.sampling, self._offset(k))
+        epoch = self.epoch if epoch is None else int(epoch)
+        pos = clip_positions(end - start, self.clip_length, self.sampling, self._offset(int(i), k, epoch))
         length = len(pos)
         if length < self.clip_length:
             pos = np.r_[pos, np.full(self.clip_length - length, pos[-1], dtype=np.int64)]
@@ -347,8 +343,8 @@ class FaceClipDataset(Dataset):
             img = resize_image(img, self.image_size, self.interpolation)
         return img
 
-    def load_clip(self, i: int) -> tuple[np.ndarray, int, np.ndarray]:
-        """Item ``i``'s frames before the transform.
+    def load_clip(self, i: int, epoch: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+        """Item ``i``'s frames (in epoch ``epoch``, default :attr:`epoch`) before the transform.
 
         Returns:
             ``(frames, length, frame_index)``: uint8 ``(T, H, W, 3)`` RGB, valid frames, int64 ``(T,)`` source
@@ -357,7 +353,7 @@ class FaceClipDataset(Dataset):
         Raises:
             ClipDataError: no crop of the video can be read (without a cache).
         """
-        entries, length = self.clip_entries(i)
+        entries, length = self.clip_entries(i, epoch)
         v = int(i) // self.clips_per_video
         start, end = int(self.offsets[v]), int(self.offsets[v + 1])
         frames: dict[int, np.ndarray] = {}
@@ -405,13 +401,13 @@ class FaceClipDataset(Dataset):
                           f"{int(self.frame_index[target])} of the same video instead{more}", ClipFrameWarning,
                           stacklevel=3)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        i = int(i)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, i = split_key(key, self.epoch)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} clips")
-        frames, length, frame_index = self.load_clip(i)
+        frames, length, frame_index = self.load_clip(i, epoch)
         if self.transform is not None:
-            self._seeded_for = reseed_transform_in_worker(self.transform, self._seeded_for)
+            seed_transform(self.transform, derive_seed(self.seed, AUGMENT, epoch, i))
             out = self.transform(images=frames)["images"]
             if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 4
                     and out.shape[0] == self.clip_length and out.shape[3] == 3):

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from faceforge.data.clips import CLIP_SAMPLINGS, FaceClipDataset
 from faceforge.data.crop_cache import CropCache
 from faceforge.data.datasets import FaceCropDataset
 from faceforge.data.face_index import INDEX_FILENAME, META_FILENAME, SPLITS, FaceIndex
 from faceforge.data.prepared import ensure_built
+from faceforge.data.sampler import build_train_loader
 from faceforge.errors import FaceforgeError
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,9 @@ class FaceDataModule(pl.LightningDataModule):
         train_transform: albumentations transform for training (uint8 HWC RGB in and out; see
             :class:`~faceforge.data.datasets.FaceCropDataset`).
         eval_transform: albumentations transform for validation and test.
-        balance_classes: sample training faces with a seeded ``WeightedRandomSampler`` (with replacement,
-            ``len(train)`` draws per epoch) so that real and fake faces have equal expected frequency.
+        balance_classes: sample training faces with replacement (``len(train)`` draws per epoch, seeded by
+            ``(seed, epoch)``) with weights 1 / class count, so that real and fake faces have equal expected
+            frequency.
         methods: keep only these manipulation methods (``original`` is always kept); None keeps all.
         same_split_for_all: use ALL rows for train, val and test (smoke tests on tiny data only; warns loudly).
         max_faces_per_video: keep at most this many faces per video, evenly spaced in (frame, face rank) order.
@@ -77,7 +79,8 @@ class FaceDataModule(pl.LightningDataModule):
             decodes crop files on the fly.
         image_size: side of the square images served, pixels (crops of another size are resized, see
             :func:`~faceforge.data.image_io.resize_image`).
-        seed: seed of the training shuffle, of the balancing sampler and of the training clips' frame draws.
+        seed: seed of the training order (per epoch), of the augmentation and of the training clips' frame draws
+            (per epoch and sample).
         clip_length: None (default) serves single face crops; an int ``T`` serves clips of ``T`` faces per video
             (:class:`~faceforge.data.clips.FaceClipDataset`; only the most confident face of each frame is used,
             ``max_faces_per_video`` then limits the frames a clip is drawn from).
@@ -334,7 +337,7 @@ class FaceDataModule(pl.LightningDataModule):
             size = None if self.cache is not None else self.image_size
             if self.clip_length is None:
                 return FaceCropDataset(self.split_indexes[split], self.video_lookup, self.method_lookup,
-                                       transform=transform, cache=self.cache, image_size=size)
+                                       transform=transform, cache=self.cache, image_size=size, seed=self.seed)
             return FaceClipDataset(self.split_indexes[split], self.video_lookup, self.method_lookup,
                                    clip_length=self.clip_length, sampling=self.clip_sampling,
                                    clips_per_video=self.clips_per_video, train=split == "train", seed=self.seed,
@@ -358,19 +361,14 @@ class FaceDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset: FaceCropDataset | FaceClipDataset, train: bool) -> DataLoader:
-        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "num_workers": self.num_workers,
-                                  "pin_memory": self.pin_memory,
-                                  "persistent_workers": self.persistent_workers and self.num_workers > 0}
         if train:
-            generator = torch.Generator().manual_seed(self.seed)
-            kwargs["drop_last"] = len(dataset) > self.batch_size
-            if self.balance_classes:
-                kwargs["sampler"] = WeightedRandomSampler(_balanced_weights(dataset.labels), num_samples=len(dataset),
-                                                          replacement=True, generator=generator)
-            else:
-                kwargs["shuffle"] = True
-                kwargs["generator"] = generator
-        return DataLoader(dataset, **kwargs)
+            weights = _balanced_weights(dataset.labels) if self.balance_classes else None
+            return build_train_loader(dataset, self.batch_size, self.seed, num_workers=self.num_workers,
+                                      pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+                                      weights=weights)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def _require(self, dataset: FaceCropDataset | FaceClipDataset | None,
                  split: str) -> FaceCropDataset | FaceClipDataset:
@@ -381,7 +379,12 @@ class FaceDataModule(pl.LightningDataModule):
         return dataset
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (or class-balanced) training loader; drops the last partial batch if there is more than one."""
+        """Shuffled (or class-balanced) training loader; drops the last partial batch if there is more than one.
+
+        A :class:`~faceforge.data.sampler.ResumableDataLoader` over an :class:`~faceforge.data.sampler.EpochSampler`:
+        epoch ``e``'s order and every sample's augmentation (and clip offsets) are functions of ``(seed, e, index)``,
+        the same with any ``num_workers``, and a run stopped mid-epoch resumes at the next batch.
+        """
         return self._loader(self._require(self.train_dataset, "train"), train=True)
 
     def val_dataloader(self) -> DataLoader:

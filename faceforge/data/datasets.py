@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from faceforge.data.crop_cache import CropCache
 from faceforge.data.face_index import FaceIndex
 from faceforge.data.image_io import ImageReadStats, read_rgb_image, resize_image
+from faceforge.data.sampler import split_key
 from faceforge.errors import FaceforgeError
+from faceforge.utils.seeding import AUGMENT, derive_seed, seed_transform
 
 
 class TransformOutputError(FaceforgeError, TypeError):
@@ -51,29 +53,6 @@ def lookup_indices(values: np.ndarray, lookup: Mapping[str, int], what: str) -> 
     return mapped[inverse.reshape(-1)]
 
 
-def reseed_transform_in_worker(transform: Any, seeded_for: tuple[int, int] | None) -> tuple[int, int] | None:
-    """Give each DataLoader worker its own augmentation stream.
-
-    albumentations >= 2 keeps its own random generator inside the transform, which forked workers would all copy
-    and so repeat the same augmentations. Inside a worker, reseed ``transform`` from the worker's seed once per
-    (process, seed); outside workers, or for transforms without ``set_random_seed``, do nothing.
-
-    Args:
-        transform: the albumentations transform (or None).
-        seeded_for: the (pid, worker seed) the transform was last seeded for, or None.
-
-    Returns:
-        The new ``seeded_for`` tag to keep on the dataset.
-    """
-    info = get_worker_info()
-    if info is None or not hasattr(transform, "set_random_seed"):
-        return seeded_for
-    tag = (os.getpid(), int(info.seed))
-    if seeded_for != tag:
-        transform.set_random_seed(int(info.seed) % 2**32)
-    return tag
-
-
 class FaceCropDataset(Dataset):
     """One face crop per item, labelled 1 = fake, 0 = real.
 
@@ -86,9 +65,9 @@ class FaceCropDataset(Dataset):
         method_lookup: ``method`` -> method index; must contain every method of ``index``.
         transform: albumentations transform called as ``transform(image=img)["image"]``; it receives an RGB
             uint8 ``(H, W, 3)`` array and must return one (no ``Normalize``/``ToTensorV2``: float conversion
-            and normalisation are done on the device by the Lightning task). In a DataLoader worker, a transform
-            with ``set_random_seed`` (albumentations ``Compose``) is reseeded from the worker's torch seed on
-            first use, so workers do not repeat each other's augmentations.
+            and normalisation are done on the device by the Lightning task). Before each call it is seeded with
+            ``derive_seed(seed, AUGMENT, epoch, index)`` (:func:`~faceforge.utils.seeding.seed_transform`), so a
+            sample's augmentation depends only on the seed, the epoch and the sample, in any process.
         cache: a :class:`~faceforge.data.crop_cache.CropCache` (after ``ensure()``) that holds the crops of
             ``index``; pixels are then read from it instead of decoding files.
         image_size: without a cache, crops of another size are resized to ``image_size`` x ``image_size`` (the
@@ -96,6 +75,10 @@ class FaceCropDataset(Dataset):
             batch then needs equal sizes or a resizing transform). With a cache it must be None or equal the
             cache's size.
         interpolation: resize rule without a cache (see :func:`~faceforge.data.image_io.resize_image`).
+        seed: the run's seed (augmentation draws).
+
+    Keys: ``dataset[i]`` or ``dataset[(epoch, i)]`` (what :class:`~faceforge.data.sampler.EpochSampler` yields);
+    a bare index uses :attr:`epoch` (0 unless :meth:`set_epoch` was called).
 
     Item (``__getitem__``) -> dict:
         ``image``: uint8 ``(3, H, W)``; ``label``: int64 0-d (1 fake); ``video_idx``: int64 0-d;
@@ -112,9 +95,11 @@ class FaceCropDataset(Dataset):
 
     def __init__(self, index: FaceIndex, video_lookup: Mapping[str, int], method_lookup: Mapping[str, int],
                  transform: Callable[..., Any] | None = None, cache: CropCache | None = None,
-                 image_size: int | None = None, interpolation: str = "area") -> None:
+                 image_size: int | None = None, interpolation: str = "area", seed: int = 0) -> None:
         if cache is not None and image_size is not None and int(image_size) != cache.image_size:
             raise ValueError(f"image_size={image_size} but the crop cache holds {cache.image_size}px crops")
+        self.seed = int(seed)
+        self.epoch = 0
         self.root = str(index.root)
         self.crop_paths = np.asarray(index.columns["crop_path"])
         self.labels = np.asarray(index.columns["label"], dtype=np.int64)
@@ -126,10 +111,13 @@ class FaceCropDataset(Dataset):
         self.image_size = int(image_size) if image_size is not None else None
         self.interpolation = interpolation
         self.read_stats = ImageReadStats()
-        self._seeded_for: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of bare-index keys (keys from :class:`~faceforge.data.sampler.EpochSampler` carry their own)."""
+        self.epoch = int(epoch)
 
     def load_image(self, i: int) -> np.ndarray:
         """Row ``i``'s crop as an RGB uint8 ``(H, W, 3)`` array, before the transform (from the cache if any).
@@ -144,13 +132,13 @@ class FaceCropDataset(Dataset):
             img = resize_image(img, self.image_size, self.interpolation)
         return img
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        i = int(i)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, i = split_key(key, self.epoch)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} faces")
         img = self.load_image(i)
         if self.transform is not None:
-            self._seeded_for = reseed_transform_in_worker(self.transform, self._seeded_for)
+            seed_transform(self.transform, derive_seed(self.seed, AUGMENT, epoch, i))
             img = self.transform(image=img)["image"]
             if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
                 desc = f"{type(img).__name__} {getattr(img, 'shape', '')} {getattr(img, 'dtype', '')}"

@@ -47,8 +47,10 @@ from faceforge.data.preprocess_3d.volumes import (
     VolumeGenerationError,
     read_volume_index,
 )
+from faceforge.data.sampler import build_train_loader, split_key
 from faceforge.data.volume_augment import VolumeAugmentation
 from faceforge.data.volumes.storage import VolumeStore
+from faceforge.utils.seeding import VOLUME_AUGMENT, item_rng
 
 __all__ = ["SPLITS", "SameSplitWarning", "VolumeDataError", "VolumeDataModule", "VolumeDataset", "build_w300lp_volumes"]
 
@@ -77,10 +79,10 @@ class VolumeDataset(Dataset):
         store: the store holding the samples.
         rows: the index rows of this split (:func:`~faceforge.data.preprocess_3d.read_volume_index`), in order.
         augment: the training augmentation, or None.
-        seed: mixed into every augmentation draw. A draw's generator is
-            ``numpy.random.default_rng([seed, r, i])`` with ``i`` the sample position and ``r`` drawn from torch's
-            global generator (seeded per process and per DataLoader worker by ``pl.seed_everything(...,
-            workers=True)``), so epochs differ and runs repeat.
+        seed: the run's seed. The augmentation of sample ``i`` in epoch ``e`` draws from
+            ``item_rng(seed, VOLUME_AUGMENT, e, i)`` (:mod:`faceforge.utils.seeding`): epochs differ, and runs
+            repeat with any number of DataLoader workers and across a resume. Keys are ``i`` (epoch
+            :attr:`epoch`) or ``(e, i)`` pairs from :class:`~faceforge.data.sampler.EpochSampler`.
 
     Raises:
         VolumeDataError: if a row's sample is absent from the store.
@@ -92,6 +94,7 @@ class VolumeDataset(Dataset):
         self.rows = rows
         self.augment = augment
         self.seed = int(seed)
+        self.epoch = 0
         missing = [r["sample_id"] for r in rows if r["sample_id"] not in store]
         if missing:
             raise VolumeDataError(f"{len(missing)} samples of the index are missing from the volume stores "
@@ -108,7 +111,12 @@ class VolumeDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of bare-index keys (keys from :class:`~faceforge.data.sampler.EpochSampler` carry their own)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, i = split_key(key, self.epoch)
         row = self.rows[i]
         pos = self.positions[i]
         image = self.store.read_image(pos)
@@ -117,8 +125,7 @@ class VolumeDataset(Dataset):
         landmarks = np.full((68, 2), np.nan, dtype=np.float32) if lmk is None else np.asarray(lmk, np.float32)
         frame = np.array([row[k] for k in _FRAME_KEYS], dtype=np.float64)
         if self.augment is not None:
-            draw = int(torch.randint(0, 2 ** 62, ()).item())
-            rng = np.random.default_rng([self.seed, draw, int(i)])
+            rng = item_rng(self.seed, VOLUME_AUGMENT, epoch, i)
             aug = self.augment(image, start, stop, self.depth, rng, landmarks=landmarks)
             image, start, stop, landmarks = aug.image, aug.start, aug.stop, aug.landmarks
             frame = np.full(5, np.nan)
@@ -339,13 +346,11 @@ class VolumeDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def _loader(self, dataset: VolumeDataset, train: bool) -> DataLoader:
-        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "num_workers": self.num_workers,
-                                  "pin_memory": self.pin_memory,
-                                  "persistent_workers": self.persistent_workers and self.num_workers > 0}
-        if train:
-            kwargs.update(shuffle=True, generator=torch.Generator().manual_seed(self.seed),
-                          drop_last=len(dataset) > self.batch_size)
-        return DataLoader(dataset, **kwargs)
+        if train:  # seeded per epoch, resumable mid-epoch (faceforge.data.sampler)
+            return build_train_loader(dataset, self.batch_size, self.seed, num_workers=self.num_workers,
+                                      pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training loader (drops the last partial batch when there is more than one)."""
