@@ -20,7 +20,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from faceforge.data.synthetic.reconstruction import build_synthetic_reconstruction
 from faceforge.data.volume_datamodule import VolumeDataModule
+from faceforge.data.volumes.storage import decode_runs
 from faceforge.geometry.volume_frame import VolumeFrame
+from faceforge.metrics.reconstruction import volumetric_iou
 from faceforge.models.vrn import VRN, VRNGuided, gaussian_heatmaps
 from faceforge.reporting.tables import markdown_table
 from faceforge.tasks.checkpointing import load_task
@@ -181,6 +183,13 @@ def test_fit_test_checkpoint_round_trip(datamodule: VolumeDataModule, tmp_path: 
     trainer.fit(task, datamodule=datamodule)
     assert "val/iou" in trainer.callback_metrics and "val/nme" in trainer.callback_metrics
     assert 0.0 <= float(trainer.callback_metrics["val/iou"]) <= 1.0
+    # the trivial baseline beside the model: the mean training volume (> 0.5) and the mean training landmarks
+    stats = datamodule.train_statistics()
+    assert torch.equal(task.baseline_volume, torch.from_numpy(stats.mean_occupancy > 0.5))
+    val_targets = [decode_runs(b["start"], b["stop"], DEPTH) for b in datamodule.val_dataloader()]
+    expected_iou = volumetric_iou(task.baseline_volume.expand_as(torch.cat(val_targets)), torch.cat(val_targets))
+    assert float(trainer.callback_metrics["val/baseline_iou"]) == pytest.approx(float(expected_iou.mean()), 1e-5)
+    assert float(trainer.callback_metrics["val/baseline_nme"]) > 0
     meshes = sorted((tmp_path / "meshes" / "epoch_001").glob("*.obj"))
     assert len(meshes) <= 2 and (tmp_path / "meshes" / "gt").is_dir()
     assert len(list((tmp_path / "meshes" / "gt").glob("*.obj"))) == 2
@@ -207,11 +216,14 @@ def test_fit_test_checkpoint_round_trip(datamodule: VolumeDataModule, tmp_path: 
     report = loaded.test_report
     n_test = len(datamodule.sample_ids["test"])
     assert report["n"] == n_test and report["n_landmarks"] == n_test
-    for key in ("iou", "nme", "nme_0_30", "nme_30_60", "nme_60_90", "nme_balanced", "iou_0_30"):
+    for key in ("iou", "nme", "nme_0_30", "nme_30_60", "nme_60_90", "nme_balanced", "iou_0_30", "baseline_iou",
+                "baseline_nme"):
         assert key in report
+    assert torch.equal(loaded.baseline_volume, task.baseline_volume)  # kept in the checkpoint
     assert 0.0 <= report["iou"] <= 1.0 and report["nme"] > 0
     rows, columns = loaded.result_table(report, "synthetic_3d")
     assert "| synthetic_3d | all | guided |" in markdown_table(rows, columns)
+    assert "IoU trivial" in markdown_table(rows, columns)
     written = loaded.write_test_outputs(tmp_path / "eval", datamodule)
     with open(written[0], newline="") as fh:
         table = list(csv.DictReader(fh))
@@ -220,6 +232,28 @@ def test_fit_test_checkpoint_round_trip(datamodule: VolumeDataModule, tmp_path: 
     mean_nme = np.mean([float(r["nme"]) for r in table])
     assert mean_nme == pytest.approx(report["nme"], rel=1e-5)
     assert all(p.exists() for p in written)
+
+
+def test_checkpoints_from_before_the_baseline_still_load() -> None:
+    task = make_task("vrn")
+    state = {k: v for k, v in task.state_dict().items() if not k.startswith("baseline_")}
+    fresh = make_task("vrn")
+    fresh.load_state_dict(state)  # strict: the missing baseline buffers are not an error
+    assert fresh.baseline_volume.numel() == 0
+    task.set_baseline(np.full((DEPTH, SIZE, SIZE), 0.7, np.float32), np.zeros((68, 2), np.float32))
+    fresh.load_state_dict(task.state_dict())
+    assert fresh.baseline_volume.shape == (DEPTH, SIZE, SIZE) and bool(fresh.baseline_volume.all())
+
+
+def test_predicted_guides_have_the_form_of_ground_truth_guides() -> None:
+    net = build_net("guided")
+    pts = torch.tensor([[[5.0, 7.0], [20.25, 11.5]] * 34])  # (1, 68, 2) image pixels
+    heat = gaussian_heatmaps(image_to_heatmap_points(pts, (SIZE, SIZE), (SIZE // 4, SIZE // 4)), SIZE // 4)
+    guide = net.guide_from_heatmaps(heat, (SIZE, SIZE))
+    truth = gaussian_heatmaps(pts, SIZE, sigma=1.0)
+    assert guide.shape == truth.shape
+    assert float((guide - truth).abs().max()) < 0.2  # same sigma and peak; sub-pixel decoding error only
+    assert float(guide.amax()) == pytest.approx(float(truth.amax()), abs=0.1)
 
 
 def test_plain_vrn_reports_iou_without_landmarks(datamodule: VolumeDataModule, tmp_path: Path) -> None:

@@ -32,7 +32,9 @@ __all__ = [
     "VRNGuided",
     "VRNMultitask",
     "VRNStack",
+    "decode_heatmaps",
     "gaussian_heatmaps",
+    "image_to_heatmap_points",
 ]
 
 
@@ -136,22 +138,33 @@ class VRNGuided(nn.Module):
     """VRN - Guided (Jackson et al., ICCV 2017, Sec. 3.2).
 
     A landmark network (a :class:`~faceforge.models.hourglass.StackedHourglass`, 2 stacks in the paper) predicts
-    68 heatmaps; they are upsampled bilinearly to the image size and stacked with the image as the input of the
-    reconstruction network (a :class:`VRN` with ``in_channels = image channels + 68``). Per Jackson's thesis the
-    reconstruction network is trained with ground-truth heatmaps (:func:`gaussian_heatmaps`, sigma 1 px at the
-    image resolution), given through ``landmark_heatmaps``; at test time they are predicted. Predicted heatmaps are
-    not detached: train end-to-end or separately as you choose.
+    68 heatmaps at a quarter of the image resolution; 68 guide heatmaps at the image resolution are stacked with
+    the image as the input of the reconstruction network (a :class:`VRN` with ``in_channels = image channels +
+    68``). Per Jackson's thesis the reconstruction network is trained with ground-truth guides
+    (:func:`gaussian_heatmaps` of the true landmarks, sigma ``guide_sigma`` = 1 px at the image resolution), given
+    through ``landmark_heatmaps``; at test time the guides are predicted.
+
+    A predicted guide has exactly the form of a ground-truth one: the landmarks are decoded from the last
+    heatmap stack (:func:`decode_heatmaps`, sub-pixel arg-max, in image pixels) and rendered as Gaussians of
+    sigma ``guide_sigma`` at the image resolution. (Upsampling the quarter-resolution heatmaps instead gives blobs
+    four times wider with other peak values: a reconstruction network trained on sharp ground-truth guides then
+    sees inputs it never met, and scored below the mean training volume on the embedded data.) The decoding is an
+    arg-max, so no gradient reaches the landmark network through the guide: it learns from the heatmap loss, as
+    in the paper, where it is trained on its own.
 
     Args:
         landmark_net: network mapping (B, C, H, W) images to a list of (B, 68, h, w) heatmaps (last = prediction).
         vrn: reconstruction network whose ``in_channels`` is C + the landmark network's ``num_points``.
+        guide_sigma: standard deviation of the guide Gaussians, pixels at the image resolution (1).
 
     Raises:
         ValueError: if the channel counts do not fit.
     """
 
-    def __init__(self, landmark_net: StackedHourglass, vrn: VRN) -> None:
+    def __init__(self, landmark_net: StackedHourglass, vrn: VRN, guide_sigma: float = 1.0) -> None:
         super().__init__()
+        if not guide_sigma > 0:
+            raise ValueError(f"VRNGuided: guide_sigma must be > 0, got {guide_sigma}")
         num_points = int(getattr(landmark_net, "num_points", 68))
         image_channels = int(getattr(landmark_net, "in_channels", vrn.in_channels - num_points))
         if vrn.in_channels != image_channels + num_points:
@@ -161,6 +174,16 @@ class VRNGuided(nn.Module):
         self.vrn = vrn
         self.num_points = num_points
         self.image_channels = image_channels
+        self.guide_sigma = float(guide_sigma)
+
+    def guide_from_heatmaps(self, heatmaps: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Guide heatmaps (B, K, H, W) at the image resolution from predicted (B, K, h, w) heatmaps.
+
+        The landmarks are decoded with :func:`decode_heatmaps` (image pixels) and rendered with
+        :func:`gaussian_heatmaps` (sigma ``guide_sigma``): the same form as a ground-truth guide.
+        """
+        points = decode_heatmaps(heatmaps, image_size)
+        return gaussian_heatmaps(points, image_size, sigma=self.guide_sigma).to(heatmaps.dtype)
 
     def forward(self, image: torch.Tensor, landmark_heatmaps: torch.Tensor | None = None) -> GuidedOutput:
         """Reconstruct a volume, guided by given or predicted landmark heatmaps.
@@ -181,7 +204,7 @@ class VRNGuided(nn.Module):
         predicted: list[torch.Tensor] | None = None
         if landmark_heatmaps is None:
             predicted = self.landmark_net(image)
-            heat = F.interpolate(predicted[-1], size=image.shape[-2:], mode="bilinear", align_corners=False)
+            heat = self.guide_from_heatmaps(predicted[-1], (int(image.shape[-2]), int(image.shape[-1])))
         else:
             expected = (image.shape[0], self.num_points, *image.shape[-2:])
             if tuple(landmark_heatmaps.shape) != expected:
@@ -290,3 +313,62 @@ def gaussian_heatmaps(points: torch.Tensor, size: int | tuple[int, int], sigma: 
     maps = gy.unsqueeze(-1) * gx.unsqueeze(-2)  # separable Gaussian: (B, K, H, W)
     maps = maps * valid.to(dtype)[..., None, None]
     return maps.squeeze(0) if squeeze else maps
+
+
+def image_to_heatmap_points(points: torch.Tensor, image_size: tuple[int, int],
+                            heatmap_size: tuple[int, int]) -> torch.Tensor:
+    """Map (..., 2) image pixel coordinates to a heatmap's pixel frame (pixel centres at integers on both sides).
+
+    ``x_h = (x + 0.5) * w / W - 0.5`` (and the same for y): pixel ``j`` of a heatmap ``r = W / w`` times smaller
+    covers image pixels ``r j .. r j + r - 1``, whose centre is ``r j + (r - 1) / 2``.
+    """
+    sy = heatmap_size[0] / image_size[0]
+    sx = heatmap_size[1] / image_size[1]
+    scale = torch.tensor([sx, sy], dtype=points.dtype, device=points.device)
+    return (points + 0.5) * scale - 0.5
+
+
+def decode_heatmaps(heatmaps: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Landmark positions from heatmaps: arg-max, refined by a parabola through the two neighbours per axis.
+
+    The sub-pixel offset along x is ``0.5 (h[x-1] - h[x+1]) / (h[x-1] - 2 h[x] + h[x+1])`` clamped to +-0.5 (0 at
+    the border or where the curvature is not negative); the same along y.
+
+    Args:
+        heatmaps: (B, K, h, w) float heatmaps.
+        image_size: ``(H, W)`` of the image the heatmaps belong to; if given, the points are mapped to its pixels
+            (inverse of :func:`image_to_heatmap_points`), else they stay in heatmap pixels.
+
+    Returns:
+        (B, K, 2) float32 points (x, y).
+
+    Raises:
+        ValueError: if ``heatmaps`` is not 4-D.
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be (B, K, h, w), got {tuple(heatmaps.shape)}")
+    hm = heatmaps.detach().float()
+    b, k, h, w = hm.shape
+    flat = hm.reshape(b, k, h * w)
+    idx = flat.argmax(dim=-1)
+    iy, ix = idx // w, idx % w
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        return flat.gather(-1, (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).unsqueeze(-1)).squeeze(-1)
+
+    centre = at(iy, ix)
+
+    def offset(minus: torch.Tensor, plus: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        denom = minus - 2.0 * centre + plus
+        ok = inside & (denom < -1e-12)
+        off = torch.where(ok, 0.5 * (minus - plus) / torch.where(ok, denom, torch.ones_like(denom)),
+                          torch.zeros_like(denom))
+        return off.clamp(-0.5, 0.5)
+
+    dx = offset(at(iy, ix - 1), at(iy, ix + 1), (ix > 0) & (ix < w - 1))
+    dy = offset(at(iy - 1, ix), at(iy + 1, ix), (iy > 0) & (iy < h - 1))
+    pts = torch.stack([ix.float() + dx, iy.float() + dy], dim=-1)
+    if image_size is not None:
+        scale = torch.tensor([image_size[1] / w, image_size[0] / h], dtype=pts.dtype, device=pts.device)
+        pts = (pts + 0.5) * scale - 0.5
+    return pts

@@ -47,7 +47,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -55,16 +55,27 @@ import torch
 from torch import nn
 
 from faceforge.data.volumes.storage import decode_runs
+from faceforge.errors import FaceforgeError
 from faceforge.losses.heatmap import heatmap_mse_loss
 from faceforge.losses.volumetric import volumetric_bce_loss
 from faceforge.metrics.reconstruction import LandmarkNME, VolumetricIoU, landmark_nme, volumetric_iou
-from faceforge.models.vrn import gaussian_heatmaps
+from faceforge.models.vrn import decode_heatmaps, gaussian_heatmaps, image_to_heatmap_points
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
 from faceforge.tasks.detection import images_to_float
 from faceforge.tasks.optim import configure_optimization
 
-__all__ = ["RECONSTRUCTION_COLUMNS", "VARIANTS", "ReconstructionOutput", "ReconstructionTaskError",
-           "VolumeRegressionTask", "crop_to_source", "heatmap_landmarks", "image_to_heatmap_points"]
+__all__ = [
+    "RECONSTRUCTION_COLUMNS",
+    "VARIANTS",
+    "ReconstructionOutput",
+    "ReconstructionTaskError",
+    "TrainStatistics",
+    "TrainStatisticsSource",
+    "VolumeRegressionTask",
+    "crop_to_source",
+    "heatmap_landmarks",
+    "image_to_heatmap_points",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +84,36 @@ VARIANTS = ("vrn", "guided", "multitask")
 YAW_BINS = ((0, 30), (30, 60), (60, 90))
 #: (report key, column title) of the reconstruction results table.
 RECONSTRUCTION_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("iou", "IoU"), ("nme", "NME"), ("nme_0_30", "NME [0,30]"), ("nme_30_60", "NME (30,60]"),
+    ("iou", "IoU"), ("baseline_iou", "IoU trivial"), ("nme", "NME"), ("baseline_nme", "NME trivial"),
+    ("nme_0_30", "NME [0,30]"), ("nme_30_60", "NME (30,60]"),
     ("nme_60_90", "NME (60,90]"), ("nme_balanced", "NME mean"), ("n", "N"),
 )
 DEFAULT_OPTIMIZER = {"name": "rmsprop", "lr": 1.0e-4}
 DEFAULT_SCHEDULER = {"name": "multistep", "milestones": [40], "gamma": 0.1}
 
 
-class ReconstructionTaskError(ValueError):
+class ReconstructionTaskError(FaceforgeError, ValueError):
     """The task's configuration does not fit the network, or a batch does not fit the network's output."""
+
+
+class TrainStatistics(Protocol):
+    """What the task reads of a data module's ``train_statistics()`` (e.g.
+    :class:`faceforge.data.volume_statistics.TrainStatistics`).
+
+    Attributes:
+        mean_occupancy: (D, S, S) float per-voxel occupancy frequency of the training volumes, in [0, 1].
+        mean_landmarks: (68, 2) float mean training landmarks, crop pixels (NaN where unknown).
+    """
+
+    mean_occupancy: np.ndarray
+    mean_landmarks: np.ndarray
+
+
+class TrainStatisticsSource(Protocol):
+    """The one thing the task may ask of a data module: the statistics of its training split, or None."""
+
+    def train_statistics(self) -> TrainStatistics | None:
+        """Statistics of the training split as stored (no augmentation), or None without one."""
 
 
 class ReconstructionOutput(NamedTuple):
@@ -96,63 +128,16 @@ class ReconstructionOutput(NamedTuple):
     heatmaps: list[torch.Tensor] | torch.Tensor | None
 
 
-def image_to_heatmap_points(points: torch.Tensor, image_size: tuple[int, int],
-                            heatmap_size: tuple[int, int]) -> torch.Tensor:
-    """Map (..., 2) image pixel coordinates to a heatmap's pixel frame (pixel centres at integers on both sides).
-
-    ``x_h = (x + 0.5) * w / W - 0.5`` (and the same for y): pixel ``j`` of a heatmap ``r = W / w`` times smaller
-    covers image pixels ``r j .. r j + r - 1``, whose centre is ``r j + (r - 1) / 2``.
-    """
-    sy = heatmap_size[0] / image_size[0]
-    sx = heatmap_size[1] / image_size[1]
-    scale = torch.tensor([sx, sy], dtype=points.dtype, device=points.device)
-    return (points + 0.5) * scale - 0.5
-
-
 def heatmap_landmarks(heatmaps: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Landmark positions from heatmaps: arg-max, refined by a parabola through the two neighbours per axis.
-
-    The sub-pixel offset along x is ``0.5 (h[x-1] - h[x+1]) / (h[x-1] - 2 h[x] + h[x+1])`` clamped to +-0.5 (0 at
-    the border or where the curvature is not negative); the same along y.
-
-    Args:
-        heatmaps: (B, K, h, w) float heatmaps.
-        image_size: ``(H, W)`` of the image the heatmaps belong to; if given, the points are mapped to its pixels
-            (inverse of :func:`image_to_heatmap_points`), else they stay in heatmap pixels.
-
-    Returns:
-        (B, K, 2) float32 points (x, y).
+    """Landmark positions (B, K, 2) from (B, K, h, w) heatmaps (:func:`faceforge.models.vrn.decode_heatmaps`).
 
     Raises:
         ReconstructionTaskError: if ``heatmaps`` is not 4-D.
     """
-    if heatmaps.ndim != 4:
-        raise ReconstructionTaskError(f"heatmaps must be (B, K, h, w), got {tuple(heatmaps.shape)}")
-    hm = heatmaps.detach().float()
-    b, k, h, w = hm.shape
-    flat = hm.reshape(b, k, h * w)
-    idx = flat.argmax(dim=-1)
-    iy, ix = idx // w, idx % w
-
-    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        return flat.gather(-1, (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).unsqueeze(-1)).squeeze(-1)
-
-    centre = at(iy, ix)
-
-    def offset(minus: torch.Tensor, plus: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-        denom = minus - 2.0 * centre + plus
-        ok = inside & (denom < -1e-12)
-        off = torch.where(ok, 0.5 * (minus - plus) / torch.where(ok, denom, torch.ones_like(denom)),
-                          torch.zeros_like(denom))
-        return off.clamp(-0.5, 0.5)
-
-    dx = offset(at(iy, ix - 1), at(iy, ix + 1), (ix > 0) & (ix < w - 1))
-    dy = offset(at(iy - 1, ix), at(iy + 1, ix), (iy > 0) & (iy < h - 1))
-    pts = torch.stack([ix.float() + dx, iy.float() + dy], dim=-1)
-    if image_size is not None:
-        scale = torch.tensor([image_size[1] / w, image_size[0] / h], dtype=pts.dtype, device=pts.device)
-        pts = (pts + 0.5) * scale - 0.5
-    return pts
+    try:
+        return decode_heatmaps(heatmaps, image_size)
+    except ValueError as exc:
+        raise ReconstructionTaskError(str(exc)) from exc
 
 
 def crop_to_source(points: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
@@ -236,6 +221,54 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         self.mesh_paths: list[Path] = []
         self._mesh_samples: list[dict[str, Any]] = []
         self._test_rows: list[dict[str, torch.Tensor]] = []
+        # The trivial baseline (the mean training volume thresholded at 0.5, the mean training landmarks in crop
+        # pixels): set from the data module's training split when fitting, kept in checkpoints, so every
+        # validation, test and evaluate.py report shows it beside the model. Empty until known.
+        self.register_buffer("baseline_volume", torch.zeros(0, dtype=torch.bool))
+        self.register_buffer("baseline_landmarks", torch.zeros(0, 2, dtype=torch.float32))
+        self.val_baseline_iou = VolumetricIoU(threshold=0.5)
+        self.test_baseline_iou = VolumetricIoU(threshold=0.5)
+        self.val_baseline_nme = LandmarkNME(yaw_bins=YAW_BINS)
+        self.test_baseline_nme = LandmarkNME(yaw_bins=YAW_BINS)
+
+    # ------------------------------------------------------------------ the trivial baseline
+    def set_baseline(self, mean_occupancy: np.ndarray | torch.Tensor,
+                     mean_landmarks: np.ndarray | torch.Tensor | None = None) -> None:
+        """Set the trivial predictor: ``mean_occupancy`` (D, S, S) in [0, 1] (thresholded at 0.5 here) and
+        ``mean_landmarks`` (68, 2) crop pixels (NaN where unknown), both of the training split.
+
+        Raises:
+            ReconstructionTaskError: if ``mean_occupancy`` is not 3-D or ``mean_landmarks`` not (K, 2).
+        """
+        occ = torch.as_tensor(np.asarray(mean_occupancy, dtype=np.float32))
+        if occ.ndim != 3:
+            raise ReconstructionTaskError(f"mean_occupancy must be (D, S, S), got {tuple(occ.shape)}")
+        self.baseline_volume = (occ > 0.5).to(self.baseline_volume.device)
+        if mean_landmarks is not None:
+            lmk = torch.as_tensor(np.asarray(mean_landmarks, dtype=np.float32))
+            if lmk.ndim != 2 or lmk.shape[1] != 2:
+                raise ReconstructionTaskError(f"mean_landmarks must be (K, 2), got {tuple(lmk.shape)}")
+            self.baseline_landmarks = lmk.to(self.baseline_landmarks.device)
+
+    def on_fit_start(self) -> None:
+        """Take the trivial baseline from the data module's training split (``train_statistics()``, see
+        :class:`TrainStatisticsSource`) when it offers one."""
+        dm = getattr(self.trainer, "datamodule", None)
+        source = getattr(dm, "train_statistics", None)
+        stats = source() if callable(source) else None
+        if stats is not None:
+            self.set_baseline(stats.mean_occupancy, stats.mean_landmarks)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # the baseline buffers take the stored shapes (they are empty in a fresh task); checkpoints written before
+        # the baseline existed load without it
+        for name in ("baseline_volume", "baseline_landmarks"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
+            else:
+                state_dict[key] = getattr(self, name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def has_landmarks(self) -> bool:
@@ -342,6 +375,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             pred, gt, valid = lm
             if bool(valid.any()):
                 nme_metric.update(pred[valid], gt[valid], None if yaw is None else yaw[valid])
+        self._update_baseline(batch, target, yaw, stage)
         if stage == "test":
             per_iou = volumetric_iou(logits, target, threshold=float(self.hparams.iou_threshold))
             nme = torch.full((bs,), float("nan"), dtype=torch.float64, device=logits.device)
@@ -361,6 +395,24 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             images = batch["image"][:k].permute(0, 2, 3, 1).cpu().numpy()
             self._mesh_samples = [{"probs": probs[i], "target": target[i].cpu().numpy(), "image": images[i],
                                    "index": int(batch["index"][i])} for i in range(k)]
+
+    def _update_baseline(self, batch: Mapping[str, torch.Tensor], target: torch.Tensor, yaw: torch.Tensor | None,
+                         stage: str) -> None:
+        """Score the trivial predictor on this batch (when it is known and fits the data's volume shape)."""
+        base = self.baseline_volume
+        if base.numel() and tuple(base.shape) == tuple(target.shape[1:]):
+            metric = self.val_baseline_iou if stage == "val" else self.test_baseline_iou
+            metric.update(base.unsqueeze(0).expand_as(target), target)
+        mean_lmk = self.baseline_landmarks
+        gt = batch["landmarks"].float()
+        if mean_lmk.numel() and tuple(mean_lmk.shape) == tuple(gt.shape[1:]) and torch.isfinite(mean_lmk).all():
+            valid = torch.isfinite(gt).all(dim=-1).all(dim=-1)
+            if bool(valid.any()):
+                pred = mean_lmk.to(gt.dtype).unsqueeze(0).expand_as(gt)
+                frame = batch["frame"]
+                metric = self.val_baseline_nme if stage == "val" else self.test_baseline_nme
+                metric.update(crop_to_source(pred, frame)[valid], crop_to_source(gt, frame)[valid],
+                              None if yaw is None else yaw[valid])
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -390,6 +442,14 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             if not math.isnan(nme["nme"]):
                 self.log("val/nme", nme["nme"], prog_bar=True)
         self.val_nme.reset()
+        if int(self.val_baseline_iou.n_samples) > 0:
+            self.log("val/baseline_iou", self.val_baseline_iou.compute())
+        self.val_baseline_iou.reset()
+        if self.has_landmarks and self.val_baseline_nme.update_called:
+            nme = self._nme_values(self.val_baseline_nme)
+            if not math.isnan(nme["nme"]):
+                self.log("val/baseline_nme", nme["nme"])
+        self.val_baseline_nme.reset()
         if self._mesh_samples and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self.mesh_paths = self._save_meshes(f"epoch_{self.current_epoch:03d}", "val")
             self._log_meshes_to_wandb("val/meshes", self.mesh_paths)
@@ -407,6 +467,12 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                 report["n_landmarks" if key == "n" else key] = int(value) if key.startswith("n_") or key == "n" \
                     else value
         self.test_nme.reset()
+        if int(self.test_baseline_iou.n_samples) > 0:
+            report["baseline_iou"] = float(self.test_baseline_iou.compute())
+        self.test_baseline_iou.reset()
+        if self.has_landmarks and self.test_baseline_nme.update_called:
+            report["baseline_nme"] = self._nme_values(self.test_baseline_nme)["nme"]
+        self.test_baseline_nme.reset()
         rows = self._test_rows
         if rows:
             outputs = {k: torch.cat([r[k] for r in rows]).numpy() for k in rows[0]}
