@@ -17,6 +17,7 @@ from faceforge.data.preprocess_3d import INDEX_COLUMNS, open_volume_store, read_
 from faceforge.data.synthetic.reconstruction import (
     build_synthetic_reconstruction,
     face_grid,
+    jitter_crop_frame,
     landmark_template,
     sample_shape,
     synthesize_face,
@@ -50,7 +51,7 @@ def test_written_like_volume_generation(built: Path) -> None:
         assert s.frame.scale == pytest.approx(r["frame_scale"])
         assert s.encoded.filled_voxels > 0 and np.all(s.encoded.start == 0)
         assert r["filled_columns"] == int(np.count_nonzero(s.encoded.stop))
-        assert abs(math.degrees(r["yaw"])) <= 60.0
+        assert abs(math.degrees(r["yaw"])) <= 75.0
     assert (built / "volume_report.json").is_file()
 
 
@@ -141,6 +142,34 @@ def test_image_shows_the_face_where_the_volume_is() -> None:
             bx, by = np.rint(face.landmarks[28]).astype(int)
             darker += grey[cy, cx] < grey[by, bx]
     assert frontal >= 5 and darker >= 0.8 * 2 * frontal
+
+
+def _mean_volume_iou(faces: list) -> float:
+    k = np.arange(32)[:, None, None]
+    vols = np.stack([k < f.columns.height[None] for f in faces])
+    mean = vols[:60].mean(axis=0) > 0.5
+    test = vols[60:]
+    return float(((test & mean).sum(axis=(1, 2, 3)) / (test | mean).sum(axis=(1, 2, 3))).mean())
+
+
+def test_placement_varies_as_real_crops_do() -> None:
+    """The crop box moves and resizes per sample (a detector's box varies), so the faces do not all fill their
+    crops alike, and the mean training volume is a poor predictor of a new sample: with the tight face box of
+    version 1 it scored IoU 0.8."""
+    jittered = [synthesize_face(3, i, size=32, depth=32) for i in range(80)]
+    tight = [synthesize_face(3, i, size=32, depth=32, crop_scale=(1, 1), crop_shift=0.0, max_yaw_deg=60)
+             for i in range(80)]
+    assert _mean_volume_iou(jittered) < 0.74 < 0.77 < _mean_volume_iou(tight)
+    # the frame is the tight one scaled about the crop centre and shifted (the face moves by -shift * S / scale)
+    face = tight[0]
+    moved = jitter_crop_frame(face.frame, face.vertices_src, 1.25, (0.1, -0.05))
+    centre = face.frame.image_to_volume(face.vertices_src).mean(axis=0)
+    new = moved.image_to_volume(face.vertices_src).mean(axis=0)
+    c = (32 - 1) / 2
+    np.testing.assert_allclose(new[:2], (centre[:2] - c) / 1.25 + c - np.array([0.1, -0.05]) * 32 / 1.25, atol=1e-6)
+    assert moved.image_to_volume(face.vertices_src)[:, 2].min() == pytest.approx(2.0)  # rear-most at level 2
+    with pytest.raises(ValueError, match="crop_scale"):
+        synthesize_face(0, 0, size=32, depth=32, crop_scale=(1.2, 0.9))
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
