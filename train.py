@@ -19,6 +19,7 @@ os.environ.setdefault("FACEFORGE_ROOT", str(Path(__file__).resolve().parent))
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; see conf/train.yaml."""
     from faceforge.errors import FaceforgeError
+    from faceforge.runs.callbacks import RunInterrupted
     from faceforge.runs.training import train
 
     try:
@@ -26,6 +27,10 @@ def main(cfg: DictConfig) -> float | None:
     except FaceforgeError as exc:  # bad input or an impossible request: one clear line, no traceback
         print(f"faceforge: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as exc:  # SIGTERM / SIGUSR1: a checkpoint was written; say how to continue
+        print(f"faceforge: {exc}; continue with `python train.py run_name={cfg.run_name} ckpt_path=last`",
+              file=sys.stderr)
+        sys.exit(128 + exc.signum)
     metric = cfg.get("optimized_metric")
     value = result["metrics"].get(metric) if metric else None
     return float(value) if value is not None else None

@@ -1,5 +1,18 @@
-"""Training run: seed, data module, task, callbacks, loggers, trainer; fit, then test the checkpoint chosen on
-validation (never on test); write provenance and metrics into the run directory."""
+"""Training run: checks, seed, data module, task, callbacks, loggers, trainer; fit, then test the checkpoint chosen
+on validation (never on test); write provenance and metrics into the run directory.
+
+What a run guarantees (CPU, same command, same seed; see :mod:`faceforge.utils.seeding`,
+:mod:`faceforge.data.sampler`, :mod:`faceforge.runs.callbacks`, :mod:`faceforge.runs.resume`):
+
+* **Same seed, same numbers.** The network is initialised from the seed; the training order of epoch ``e`` comes
+  from ``(seed, e)``, each sample's augmentation and clip offsets from ``(seed, e, index)``, dropout from ``(seed,
+  e, batch, rank)``, whatever ``data.num_workers``; two runs give bit-identical checkpoints and metrics.
+* **Exact resume.** ``ckpt_path=last`` continues a run stopped at an epoch end, by SIGTERM / SIGUSR1 (a mid-epoch
+  checkpoint is written first) or killed (the partial epoch is redone from the last epoch-end checkpoint) to the
+  weights and metrics of the uninterrupted run. The CSV metrics, the W&B run and ``run_info.json`` continue;
+  nothing an earlier attempt wrote (``config.yaml``, ``.hydra/``) is overwritten; a resume that cannot work is
+  refused in one line before anything is written.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,9 +23,17 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from faceforge.runs.callbacks import GracefulStop, RunInterrupted, StepSeeder
 from faceforge.runs.common import RunConfigError, instantiate_group, metrics_to_floats, project_root
+from faceforge.runs.resume import (
+    check_fresh_run_folder,
+    check_resume,
+    checkpoint_position,
+    finish_attempt,
+    start_attempt,
+)
+from faceforge.tasks.checkpointing import read_checkpoint
 from faceforge.utils.atomic import atomic_write_json
-from faceforge.utils.run_info import write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +66,88 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg`` (conf/train.yaml) and return its metrics.
 
+    Order: every check that can refuse the run (the checkpoint to resume from exists, is readable and fits the
+    configuration; a new run does not overwrite another run's checkpoints) happens before anything is written into
+    the run folder; then the attempt is recorded (:func:`faceforge.runs.resume.start_attempt`), the run trains and
+    tests, and the attempt's end (finished, interrupted, failed) is recorded.
+
     Returns:
         ``{"metrics": {name: float}, "best_checkpoint": path or None, "test_report": dict or None,
         "output_dir": str}``. The same metrics are written to ``<run dir>/metrics.json`` and the test report to
         ``<run dir>/test_report.json``.
 
     Raises:
-        RunConfigError: an impossible request (see :func:`resolve_ckpt_path`).
+        RunConfigError: ``ckpt_path=last`` without a last checkpoint, or a missing explicit checkpoint (see
+            :func:`resolve_ckpt_path`).
+        faceforge.tasks.checkpointing.CheckpointError: the checkpoint cannot be read as data.
+        faceforge.runs.resume.ResumeError: the checkpoint was trained with another model or data shape, or a new
+            run would overwrite another run's checkpoints.
+        faceforge.runs.callbacks.RunInterrupted: SIGTERM / SIGUSR1 stopped the run after writing a checkpoint.
     """
     output_dir = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    is_zero = pl.utilities.rank_zero.rank_zero_only.rank == 0
+    # ---- checks: nothing is written (or logged into the run folder's train.log) before they pass
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
-    if pl.utilities.rank_zero.rank_zero_only.rank == 0:
-        write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
+    position = None
+    if ckpt_path is not None:
+        ckpt = read_checkpoint(ckpt_path)
+        check_resume(ckpt, cfg, ckpt_path)
+        position = checkpoint_position(ckpt)
+        del ckpt
+    elif cfg.get("train", True):
+        check_fresh_run_folder(output_dir)
 
+    attempt = start_attempt(output_dir, cfg, project_root(), ckpt_path, position) if is_zero else None
+    status = "failed"
+    try:
+        result = _run(cfg, output_dir, ckpt_path, attempt)
+        status = "finished"
+        return result
+    except RunInterrupted as exc:
+        status = f"interrupted by {exc.signal_name}"
+        raise
+    except BaseException as exc:
+        status = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+        raise
+    finally:
+        if attempt is not None:
+            finish_attempt(output_dir, attempt["attempt"], status)
+
+
+def _instantiate_loggers(cfg: DictConfig, wandb_run_id: str | None) -> list[Any]:
+    """The ``logger`` group; a W&B logger gets the run's id and ``resume="allow"``, so every attempt logs to one
+    W&B run."""
+    group = cfg.get("logger")
+    if not group:
+        return []
+    loggers = []
+    for entry in group.values():
+        if not (isinstance(entry, DictConfig) and "_target_" in entry):
+            continue
+        extra: dict[str, Any] = {}
+        if str(entry._target_).endswith("WandbLogger") and wandb_run_id:
+            extra = {"id": wandb_run_id, "resume": "allow"}
+        loggers.append(instantiate(entry, _convert_="all", **extra))
+    return loggers
+
+
+def _run(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, attempt: dict[str, Any] | None) -> dict[str, Any]:
     log.info("Instantiating data <%s>", cfg.data._target_)
     datamodule = instantiate(cfg.data, _convert_="all")
+    pl.seed_everything(cfg.seed, workers=True)  # right before the network is built: its initial weights
     log.info("Instantiating task <%s> with network <%s>", cfg.model._target_, cfg.model.net._target_)
     task = instantiate(cfg.model, net_spec=OmegaConf.to_yaml(cfg.model.net, resolve=True), _convert_="all")
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
+    graceful = GracefulStop(output_dir / "checkpoints" / "last.ckpt")
+    callbacks = [*instantiate_group(cfg.get("callbacks")), StepSeeder(cfg.seed), graceful]
+    loggers = _instantiate_loggers(cfg, attempt.get("wandb_run_id") if attempt else None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
 
     if cfg.get("train", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if graceful.stop_requested:  # the signal came in the last epoch: it ended and was saved; skip testing
+            raise graceful.interruption(trainer)
     metrics = metrics_to_floats(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
 
