@@ -101,6 +101,7 @@ class GracefulStop(Callback):
         self._trainer: pl.Trainer | None = None
         self._pending_tensors: dict[str, dict[str, Any]] = {}
         self._pending_metrics: dict[str, dict[str, Any]] = {}
+        self._pending_callback_metrics: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ signal handlers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -120,6 +121,11 @@ class GracefulStop(Callback):
         return out
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending_callback_metrics:  # a mid-epoch resume: what the interrupted epoch had logged so far
+            current = trainer.callback_metrics
+            for key, value in self._pending_callback_metrics.items():
+                current.setdefault(key, value)
+            self._pending_callback_metrics = {}
         # after Lightning registered its own handlers (Trainer._run), so ours replace them during training
         if threading.current_thread() is not threading.main_thread():
             return
@@ -223,13 +229,18 @@ class GracefulStop(Callback):
                 metric = rm.value
                 states = {name: _to_cpu(getattr(metric, name)) for name in metric._defaults}
                 metrics[meta.metric_attribute] = {"states": states, "update_count": int(metric._update_count)}
-        return {"mid_epoch": True, "tensors": tensors, "metrics": metrics}
+        # what callbacks logged outside the loops (e.g. the learning rate at the epoch start, which a mid-epoch
+        # resume does not run again): restored into trainer.callback_metrics
+        callback_metrics = {k: v.detach().cpu().clone() for k, v in self._trainer.callback_metrics.items()
+                            if isinstance(v, torch.Tensor)}
+        return {"mid_epoch": True, "tensors": tensors, "metrics": metrics, "callback_metrics": callback_metrics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep a mid-epoch checkpoint's metric accumulations to restore in the first resumed batch."""
         if state_dict.get("mid_epoch"):
             self._pending_tensors = dict(state_dict.get("tensors") or {})
             self._pending_metrics = dict(state_dict.get("metrics") or {})
+            self._pending_callback_metrics = dict(state_dict.get("callback_metrics") or {})
 
     def _restore_metric_states(self, pl_module: pl.LightningModule) -> None:
         """Before the first resumed batch updates them: the torchmetrics objects logged per epoch."""
