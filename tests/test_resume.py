@@ -161,6 +161,23 @@ def test_sigusr1_mid_epoch_with_worker_processes(reference: Path, base: Path, pr
     assert_same_run(reference, run)
 
 
+@pytest.mark.slow
+def test_plateau_scheduler_takes_every_step_across_resumes(base: Path, project_root: Path) -> None:
+    """ReduceLROnPlateau steps after the epoch-end checkpoint, and Lightning skips it for an epoch resumed mid-way:
+    the run takes those steps after the resume (a SIGTERM in epoch 1, then a stop at the end of epoch 1)."""
+    runs = base / "logs" / "train" / "runs"
+    plateau = ["model.scheduler={name:plateau,patience:0,factor:0.5,threshold:0.5}", "logger=csv"]
+    run_cli(project_root, "train.py", *_args(base, "plateau_ref", "trainer.max_epochs=4", *plateau))
+    term = ["+callbacks.sig._target_=tests.signal_helpers.SignalAt", f"+callbacks.sig.step={STEPS_PER_EPOCH + 1}",
+            "+callbacks.sig.signum=SIGTERM"]
+    _run_expecting(project_root, _args(base, "plateau", "trainer.max_epochs=2", *plateau, *term), 143)
+    run_cli(project_root, "train.py", *_args(base, "plateau", "trainer.max_epochs=2", *plateau, "ckpt_path=last"))
+    run_cli(project_root, "train.py", *_args(base, "plateau", "trainer.max_epochs=4", *plateau, "ckpt_path=last"))
+    assert_same_run(runs / "plateau_ref", runs / "plateau")
+    lrs = [float(r["lr-Adam"]) for r in _csv_rows(runs / "plateau") if "lr-Adam" in r]
+    assert len(lrs) == 4 and lrs[-1] < lrs[0]  # the schedule did reduce the rate
+
+
 def test_a_resume_that_cannot_work_says_so_in_one_line_and_writes_nothing(reference: Path, base: Path,
                                                                           project_root: Path) -> None:
     runs = base / "logs" / "train" / "runs"

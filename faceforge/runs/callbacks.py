@@ -10,6 +10,9 @@
   ``train.py`` prints one line and exits with ``128 + signal``. ``python train.py run_name=NAME ckpt_path=last``
   continues from there with the weights and metrics of a run that was never stopped.
 
+* :class:`PlateauCatchUp` gives ``ReduceLROnPlateau`` the epoch-end step that Lightning skips across a resume
+  (checkpoints are written before that step, and the epoch a mid-epoch resume finishes does not take it).
+
 Why not Lightning's own SIGTERM handling: it raises ``SIGTERMException`` after the batch without writing a
 checkpoint unless a callback does, and it also aborts a running validation loop, which loses the epoch-end
 checkpoint. Under SLURM with Lightning's auto-requeue, SIGUSR1 (the requeue signal) is left to Lightning.
@@ -29,7 +32,7 @@ from pytorch_lightning.callbacks import Callback
 
 from faceforge.utils.seeding import DROPOUT, derive_seed
 
-__all__ = ["GracefulStop", "RunInterrupted", "StepSeeder"]
+__all__ = ["GracefulStop", "PlateauCatchUp", "RunInterrupted", "StepSeeder"]
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +88,14 @@ class GracefulStop(Callback):
             ``ckpt_path=last`` resumes from.
         signals: names of the signals to handle.
 
-    The checkpoint's ``callbacks`` entry of this class holds, for a mid-epoch checkpoint, the accumulated
-    epoch-level training metrics (Lightning does not save them), restored when the run resumes so that the epoch's
-    means are those of an uninterrupted run.
+    The checkpoint's ``callbacks`` entry of this class holds ``trainer.callback_metrics`` (restored on resume:
+    the last validation metrics, the learning rate logged at the epoch start) and, for a mid-epoch checkpoint, the
+    accumulated epoch-level training metrics (Lightning does not save them), restored so that the epoch's means are
+    those of an uninterrupted run.
+
+    Attributes:
+        plateau_due: the epoch whose ``ReduceLROnPlateau`` step Lightning skipped (set on resume, taken by
+            :class:`PlateauCatchUp`), or None.
     """
 
     def __init__(self, checkpoint_path: str | Path, signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")) -> None:
@@ -102,6 +110,8 @@ class GracefulStop(Callback):
         self._pending_tensors: dict[str, dict[str, Any]] = {}
         self._pending_metrics: dict[str, dict[str, Any]] = {}
         self._pending_callback_metrics: dict[str, torch.Tensor] = {}
+        self._resumed_mid_epoch = False
+        self.plateau_due: int | None = None
 
     # ------------------------------------------------------------------ signal handlers
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -121,7 +131,7 @@ class GracefulStop(Callback):
         return out
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending_callback_metrics:  # a mid-epoch resume: what the interrupted epoch had logged so far
+        if self._pending_callback_metrics:  # a resume: what the checkpointed run had in its callback metrics
             current = trainer.callback_metrics
             for key, value in self._pending_callback_metrics.items():
                 current.setdefault(key, value)
@@ -210,9 +220,16 @@ class GracefulStop(Callback):
 
     # ------------------------------------------------------------------ epoch metrics across a resume
     def state_dict(self) -> dict[str, Any]:
-        """For the mid-epoch checkpoint only: the epoch's accumulated training metrics (primitive tensors)."""
-        if not self._saving or self._trainer is None:
+        """``trainer.callback_metrics``; for the mid-epoch checkpoint also the epoch's accumulated training metrics
+        (primitive tensors)."""
+        if self._trainer is None:
             return {}
+        # what callbacks logged outside the loops (e.g. the learning rate at the epoch start, which a mid-epoch
+        # resume does not run again) and the monitored metrics: restored into trainer.callback_metrics
+        callback_metrics = {k: v.detach().cpu().clone() for k, v in self._trainer.callback_metrics.items()
+                            if isinstance(v, torch.Tensor)}
+        if not self._saving:
+            return {"callback_metrics": callback_metrics}
         results = getattr(self._trainer.fit_loop.epoch_loop, "_results", None)
         tensors: dict[str, dict[str, Any]] = {}
         metrics: dict[str, dict[str, Any]] = {}
@@ -229,18 +246,15 @@ class GracefulStop(Callback):
                 metric = rm.value
                 states = {name: _to_cpu(getattr(metric, name)) for name in metric._defaults}
                 metrics[meta.metric_attribute] = {"states": states, "update_count": int(metric._update_count)}
-        # what callbacks logged outside the loops (e.g. the learning rate at the epoch start, which a mid-epoch
-        # resume does not run again): restored into trainer.callback_metrics
-        callback_metrics = {k: v.detach().cpu().clone() for k, v in self._trainer.callback_metrics.items()
-                            if isinstance(v, torch.Tensor)}
         return {"mid_epoch": True, "tensors": tensors, "metrics": metrics, "callback_metrics": callback_metrics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keep a mid-epoch checkpoint's metric accumulations to restore in the first resumed batch."""
+        """Keep the checkpoint's callback metrics (and a mid-epoch checkpoint's metric accumulations) to restore."""
+        self._pending_callback_metrics = dict(state_dict.get("callback_metrics") or {})
         if state_dict.get("mid_epoch"):
             self._pending_tensors = dict(state_dict.get("tensors") or {})
             self._pending_metrics = dict(state_dict.get("metrics") or {})
-            self._pending_callback_metrics = dict(state_dict.get("callback_metrics") or {})
+            self._resumed_mid_epoch = True
 
     def _restore_metric_states(self, pl_module: pl.LightningModule) -> None:
         """Before the first resumed batch updates them: the torchmetrics objects logged per epoch."""
@@ -279,7 +293,19 @@ class GracefulStop(Callback):
             elif how == "min":
                 rm.value = torch.minimum(rm.value, value)
 
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """A resume: from an epoch-end checkpoint, that epoch's plateau step was not taken before it was written."""
+        if trainer.state.fn != "fit":
+            return
+        mine = (checkpoint.get("callbacks") or {}).get(self.state_key) or {}
+        if not mine.get("mid_epoch"):
+            self.plateau_due = int(checkpoint.get("epoch", -1))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._resumed_mid_epoch:  # Lightning skips this epoch's plateau step (its loop is "restarting")
+            self.plateau_due = trainer.current_epoch
+            self._resumed_mid_epoch = False
         if self._pending_tensors:
             log.warning("epoch metrics %s of the interrupted epoch were not logged again after the resume; their "
                         "epoch values cover the resumed part only", sorted(self._pending_tensors))
@@ -310,3 +336,36 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, list):
         return [_to_device(v, device) for v in value]
     return value
+
+
+class PlateauCatchUp(Callback):
+    """Take the ``ReduceLROnPlateau`` step of the epoch before a resume, at the start of the next epoch.
+
+    Lightning steps plateau schedulers at the very end of an epoch, after the epoch-end checkpoints are written, and
+    not at all at the end of an epoch it resumed mid-way; so a resumed run would miss one step. This callback takes
+    it (with the monitored value of that epoch, restored by :class:`GracefulStop`) before anything else of the next
+    epoch runs: put it FIRST in the callback list, before ``LearningRateMonitor`` logs the epoch's learning rate.
+
+    Args:
+        graceful: the run's :class:`GracefulStop` (it knows whether and where the run resumed).
+    """
+
+    def __init__(self, graceful: GracefulStop) -> None:
+        self.graceful = graceful
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch, self.graceful.plateau_due = self.graceful.plateau_due, None
+        if epoch is None or epoch < 0 or not pl_module.automatic_optimization:
+            return
+        progress = trainer.fit_loop.epoch_loop.scheduler_progress
+        for config in trainer.lr_scheduler_configs:
+            if not config.reduce_on_plateau or config.interval != "epoch" or (epoch + 1) % config.frequency:
+                continue
+            value = trainer.callback_metrics.get(config.monitor) if config.monitor else None
+            if value is None:
+                log.warning("cannot take the plateau step of epoch %d after the resume: %r was not recorded",
+                            epoch, config.monitor)
+                continue
+            progress.increment_ready()
+            pl_module.lr_scheduler_step(config.scheduler, value)
+            progress.increment_completed()

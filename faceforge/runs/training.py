@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from faceforge.runs.callbacks import GracefulStop, RunInterrupted, StepSeeder
+from faceforge.runs.callbacks import GracefulStop, PlateauCatchUp, RunInterrupted, StepSeeder
 from faceforge.runs.common import RunConfigError, instantiate_group, metrics_to_floats, project_root
 from faceforge.runs.resume import (
     check_fresh_run_folder,
@@ -138,7 +138,7 @@ def _run(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, attempt: dict
     log.info("Instantiating task <%s> with network <%s>", cfg.model._target_, cfg.model.net._target_)
     task = instantiate(cfg.model, net_spec=OmegaConf.to_yaml(cfg.model.net, resolve=True), _convert_="all")
     graceful = GracefulStop(output_dir / "checkpoints" / "last.ckpt")
-    callbacks = [*instantiate_group(cfg.get("callbacks")), StepSeeder(cfg.seed), graceful]
+    callbacks = [PlateauCatchUp(graceful), *instantiate_group(cfg.get("callbacks")), StepSeeder(cfg.seed), graceful]
     loggers = _instantiate_loggers(cfg, attempt.get("wandb_run_id") if attempt else None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
