@@ -19,6 +19,7 @@ from faceforge.metrics import (
     binary_eer,
     detection_report,
 )
+from faceforge.metrics.detection import constant_baseline
 from faceforge.visualization import save_confusion_matrix_png, save_roc_curve_png
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ def test_detection_scores_accumulates_across_updates() -> None:
 def test_detection_report_per_method_selects_method_fakes_and_all_reals() -> None:
     report = detection_report(_scores(), group_names=GROUPS)
     json.dumps(report)
-    assert set(report) == {"frame", "video", "per_method"}
+    assert set(report) == {"frame", "video", "per_method", "baseline"}
     assert set(report["per_method"]) == {"Deepfakes", "Face2Face"}  # no entry for the real group
     assert report["frame"]["n"] == 14 and report["video"]["n"] == 7
     df, f2f = report["per_method"]["Deepfakes"], report["per_method"]["Face2Face"]
@@ -192,6 +193,17 @@ def test_detection_report_per_method_selects_method_fakes_and_all_reals() -> Non
     assert f2f["frame"]["auc"] == pytest.approx(0.0) and f2f["frame"]["recall"] == 0.0
     # overall: half the fakes perfectly above the reals, half below
     assert report["frame"]["auc"] == pytest.approx(0.5)
+
+
+def test_the_trivial_baseline_is_the_best_constant_predictor() -> None:
+    labels = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0])  # 5 of 8 frames fake
+    video = torch.tensor([0, 0, 1, 2, 3, 3, 4, 4])  # videos: fake, fake, real, fake, real
+    base = detection_report({"probs": torch.rand(8), "labels": labels, "video_idx": video})["baseline"]
+    assert base["frame"]["auc"] == pytest.approx(0.5) and base["frame"]["acc"] == pytest.approx(5 / 8)
+    assert base["frame"]["ap"] == pytest.approx(5 / 8) and base["frame"]["recall"] == 1.0
+    assert base["video"]["acc"] == pytest.approx(3 / 5) and base["video"]["n"] == 5
+    mostly_real = constant_baseline(1 - labels, video)
+    assert mostly_real["frame"]["acc"] == pytest.approx(5 / 8) and mostly_real["frame"]["recall"] == 0.0
 
 
 def test_detection_report_without_groups_or_single_method() -> None:

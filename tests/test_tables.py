@@ -14,10 +14,13 @@ def _metrics(auc: float) -> dict:
 
 def test_rows_and_markdown():
     report = {"frame": _metrics(0.9), "video": _metrics(float("nan")),
-              "per_method": {"Face2Face": {"frame": _metrics(0.8), "video": _metrics(0.85)}}}
+              "per_method": {"Face2Face": {"frame": _metrics(0.8), "video": _metrics(0.85)}},
+              "baseline": {"frame": _metrics(0.5), "video": _metrics(0.5)}}
     rows = detection_rows(report, dataset="ffpp")
     assert [(r["subset"], r["level"]) for r in rows] == [("all", "frame"), ("all", "video"),
-                                                        ("Face2Face", "frame"), ("Face2Face", "video")]
+                                                        ("Face2Face", "frame"), ("Face2Face", "video"),
+                                                        ("trivial (best constant)", "frame"),
+                                                        ("trivial (best constant)", "video")]
     table = markdown_table(rows).splitlines()
     assert table[0].startswith("| dataset | subset | level | AUC | EER")
     assert "| ffpp | all | frame | 0.9000 | 0.1000 |" in table[2]

@@ -341,6 +341,28 @@ def _frame_and_video(probs: Tensor, labels: Tensor, video_idx: Tensor, how: str,
             "video": binary_detection_metrics(vp, vl, threshold)}
 
 
+def constant_baseline(labels: Tensor, video_idx: Tensor, threshold: float = 0.5) -> dict[str, dict[str, float]]:
+    """The best constant predictor on these labels, the trivial baseline shown beside every detector.
+
+    It answers every frame (and so every video) with the majority label's certainty (P(fake) 1 when at least half
+    the frames are fake, else 0): AUC 0.5, EER 0.5, AP the share of fakes, ACC the majority share. A detector that
+    does not beat it has learnt nothing; its accuracy is what "always fake" or "always real" scores, which on
+    unbalanced data (FaceForensics++ has four fakes per real) is far above 0.5.
+
+    Args:
+        labels: (N,) int {0, 1} frame labels.
+        video_idx: (N,) int video index.
+        threshold: decision threshold.
+
+    Returns:
+        ``{"frame": metrics, "video": metrics}`` as from :func:`binary_detection_metrics`.
+    """
+    labels = torch.as_tensor(labels)
+    fake = float(labels.float().mean()) >= 0.5 if labels.numel() else True
+    probs = torch.full(labels.shape, 1.0 if fake else 0.0, dtype=torch.float32, device=labels.device)
+    return _frame_and_video(probs, labels, torch.as_tensor(video_idx), "mean", threshold)
+
+
 def detection_report(scores: dict[str, Tensor], group_names: Sequence[str] | None = None,
                      video_aggregation: str = "mean", threshold: float = 0.5,
                      real_group: str = "original") -> dict[str, Any]:
@@ -362,8 +384,9 @@ def detection_report(scores: dict[str, Tensor], group_names: Sequence[str] | Non
         real_group: the name in ``group_names`` of the pristine group (skipped in per_method).
 
     Returns:
-        {"frame": metrics, "video": metrics, "per_method": {name: {"frame": metrics, "video": metrics}}}, metrics
-        as from :func:`binary_detection_metrics`.
+        {"frame": metrics, "video": metrics, "per_method": {name: {"frame": metrics, "video": metrics}},
+        "baseline": {"frame": metrics, "video": metrics}}, metrics as from :func:`binary_detection_metrics`;
+        ``baseline`` is the best constant predictor on the same samples (:func:`constant_baseline`).
 
     Raises:
         ValueError: missing keys, group indices outside ``group_names``, mixed labels within a video, bad inputs.
@@ -374,6 +397,7 @@ def detection_report(scores: dict[str, Tensor], group_names: Sequence[str] | Non
     probs, labels, video_idx = (torch.as_tensor(scores[k]) for k in ("probs", "labels", "video_idx"))
     report: dict[str, Any] = _frame_and_video(probs, labels, video_idx, video_aggregation, threshold)
     report["per_method"] = {}
+    report["baseline"] = constant_baseline(labels, video_idx, threshold)
     if group_names is None:
         return report
     if "group_idx" not in scores:

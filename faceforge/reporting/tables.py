@@ -19,7 +19,8 @@ DETECTION_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def detection_rows(report: Mapping[str, Any], dataset: str = "") -> list[dict[str, Any]]:
-    """Flatten a detection report into rows: overall frame/video level, then per method.
+    """Flatten a detection report into rows: overall frame/video level, per method, then the trivial baseline (the
+    best constant predictor, subset ``trivial (best constant)``) when the report has one.
 
     Returns:
         Dicts with keys ``dataset``, ``subset`` (``all`` or a method name), ``level`` (``frame``/``video``) and the
@@ -31,6 +32,10 @@ def detection_rows(report: Mapping[str, Any], dataset: str = "") -> list[dict[st
     for method, per in sorted(report.get("per_method", {}).items()):
         for level in ("frame", "video"):
             rows.append({"dataset": dataset, "subset": method, "level": level, **per[level]})
+    for level in ("frame", "video"):
+        if level in report.get("baseline", {}):
+            rows.append({"dataset": dataset, "subset": "trivial (best constant)", "level": level,
+                         **report["baseline"][level]})
     return rows
 
 

@@ -187,6 +187,9 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         for name in LOGGED_METRICS:
             flat[f"{stage}/{name}"] = float(report["frame"][name])
             flat[f"{stage}/video_{name}"] = float(report["video"][name])
+        for name in ("auc", "ap", "acc"):
+            if "baseline" in report:
+                flat[f"{stage}/baseline_{name}"] = float(report["baseline"]["frame"][name])
         for method, per in report.get("per_method", {}).items():
             for level in ("frame", "video"):
                 for name in ("auc", "eer", "acc"):
