@@ -49,6 +49,7 @@ from faceforge.data.preprocess_3d.volumes import (
 )
 from faceforge.data.sampler import build_train_loader, split_key
 from faceforge.data.volume_augment import VolumeAugmentation
+from faceforge.data.volume_statistics import TrainStatistics, volume_train_statistics
 from faceforge.data.volumes.storage import VolumeStore
 from faceforge.utils.seeding import VOLUME_AUGMENT, item_rng
 
@@ -214,6 +215,7 @@ class VolumeDataModule(pl.LightningDataModule):
         self.depth: int | None = None
         self.report: dict[str, Any] = {}
         self._is_setup = False
+        self._train_statistics: TrainStatistics | None = None
 
     # ------------------------------------------------------------------ preparation
     @property
@@ -363,6 +365,25 @@ class VolumeDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test loader, index order, no augmentation."""
         return self._loader(self._dataset("test"), train=False)
+
+    # ------------------------------------------------------------------ the trivial baseline
+    def train_statistics(self) -> TrainStatistics | None:
+        """Mean occupancy and mean landmarks of the training split as stored (no augmentation), or None without a
+        training split: the trivial baseline the task reports beside the model
+        (:func:`faceforge.data.volume_statistics.volume_train_statistics`). Computed once, then cached.
+
+        Raises:
+            VolumeDataError: if the module is not set up.
+        """
+        if "train" not in self.datasets:
+            if not self._is_setup:
+                raise VolumeDataError(f"VolumeDataModule('{self.name}') is not set up: call setup() first")
+            return None
+        if self._train_statistics is None:
+            ds = self.datasets["train"]
+            self._train_statistics = volume_train_statistics(ds.store.read_runs, ds.store.read_landmarks,
+                                                             ds.positions, ds.depth, ds.size)
+        return self._train_statistics
 
 
 def build_w300lp_volumes(output_dir: str | Path, root: str | Path | None, model_dir: str | Path | None,
