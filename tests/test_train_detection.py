@@ -42,7 +42,9 @@ def test_training_writes_provenance_checkpoints_and_reports(trained_run):
     assert ckpt["faceforge"]["trained_on"] == "synthetic"
     assert "_target_: faceforge.models.meso.Meso4" in ckpt["hyper_parameters"]["net_spec"]
     report = json.loads((run_dir / "test_report.json").read_text())
-    assert set(report) == {"frame", "video", "per_method"}
+    assert set(report) == {"frame", "video", "per_method", "baseline"}
+    assert report["baseline"]["frame"]["auc"] == 0.5  # the best constant predictor beside the model
+    assert report["baseline"]["frame"]["n"] == report["frame"]["n"]
     # FaceForensics++-style breakdown: one entry per fake method present in the test split (when two or more)
     base = run_dir.parents[3]
     with open(next((base / "data").rglob("face_index.csv"))) as fh:
