@@ -125,5 +125,8 @@ def test_w300lp_train_and_aflw2000_evaluate(project_root: Path, fixtures_dir: Pa
     assert m["nme"] > 0 and m["n_0_30"] + m["n_30_60"] + m["n_60_90"] == stored
     assert m["n_60_90"] >= 1  # image00475 has a yaw of +66 degrees
     assert "NME" in (out / "results.md").read_text()
+    # the trivial baseline of the training set (kept in the checkpoint) is scored on AFLW2000-3D beside the model
+    assert 0.0 <= m["baseline_iou"] <= 1.0 and m["baseline_nme"] > 0
+    assert "IoU trivial" in (out / "results.md").read_text()
     rows = (out / "reconstruction_predictions.csv").read_text().splitlines()
     assert len(rows) == stored + 1 and rows[1].startswith("image")
