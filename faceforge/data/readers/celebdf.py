@@ -10,7 +10,8 @@ Layout under ``root``::
 
 Careful: in ``List_of_testing_videos.txt`` **1 means REAL and 0 means fake**, the reverse of our labels (1 =
 fake). Labels are taken from the folder; a list flag that disagrees with the folder is reported in
-``report.errors`` (the folder wins).
+``report.errors`` (the folder wins). A malformed line of the list is an error (naming the file and line), never
+skipped: a test video it fails to name would otherwise land in ``train``.
 
 Splits: listed videos are ``test`` (the official list is kept as published, for comparability with papers).
 The rest go to ``train``/``val`` by :func:`~faceforge.data.readers.assign_split` of their group: a fake is grouped
@@ -51,11 +52,12 @@ def read_celebdf(root: str | Path, val_fraction: float = 0.1,
 
     Returns:
         ``(records, report)``: records sorted by ``video_id``, labels 1 = fake, 0 = real. ``report.missing``
-        lists test-list entries absent on disk, ``report.errors`` malformed list lines and label disagreements.
+        lists test-list entries absent on disk, ``report.errors`` label disagreements and repeated lines.
 
     Raises:
         ValueError: if ``val_fraction`` is out of range.
-        DatasetLayoutError: if ``root`` is missing, has none of the three video folders, or lacks the test list.
+        DatasetLayoutError: if ``root`` is missing, has none of the three video folders, or lacks the test list,
+            or if a line of the test list is malformed (the message names the file and the line).
     """
     check_fractions(val_fraction)
     root = require_root(root, "Celeb-DF", _EXPECTED)
@@ -109,10 +111,18 @@ def _group(folder: str, stem: str) -> str:
 
 
 def _read_test_list(path: Path, report: ReaderReport) -> dict[str, int]:
-    """``<folder>/<file>`` -> our label (0 real, 1 fake) for each valid line of the official test list."""
+    """``<folder>/<file>`` -> our label (0 real, 1 fake) for each line of the official test list.
+
+    A UTF-8 byte-order mark is accepted. Any malformed line stops the reader: a video of the official test set
+    that the list fails to name would otherwise be put into ``train`` (test leakage).
+
+    Raises:
+        DatasetLayoutError: naming ``path`` and the line number, for an unreadable list or a line that is not
+            ``<1|0> <folder>/<file>.mp4`` with a folder of :data:`FOLDERS` and a path inside it.
+    """
     out: dict[str, int] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetLayoutError(f"Celeb-DF test list {path} is unreadable: {exc}") from exc
     for lineno, line in enumerate(lines, start=1):
@@ -120,11 +130,16 @@ def _read_test_list(path: Path, report: ReaderReport) -> dict[str, int]:
             continue
         parts = line.split()
         if len(parts) != 2 or parts[0] not in ("0", "1"):
-            report.errors.append(f"{path}:{lineno}: malformed line {line!r} (expected '<1|0> <folder>/<file>.mp4')")
-            continue
+            raise DatasetLayoutError(f"Celeb-DF test list {path}, line {lineno}: malformed line {line!r} (expected "
+                                     f"'<1|0> <folder>/<file>.mp4', 1 = real); fix the list, else its test videos "
+                                     f"would go to train")
         rel = parts[1].replace("\\", "/").removeprefix("./")
-        if rel.split("/", 1)[0] not in FOLDERS:
-            report.errors.append(f"{path}:{lineno}: {rel} is not in one of the folders {list(FOLDERS)}")
-            continue
+        pieces = rel.split("/")
+        if len(pieces) != 2 or pieces[0] not in FOLDERS or pieces[1] in ("", ".", ".."):
+            raise DatasetLayoutError(f"Celeb-DF test list {path}, line {lineno}: {parts[1]!r} is not "
+                                     f"<folder>/<file>.mp4 with a folder of {list(FOLDERS)} (absolute paths and "
+                                     f"'..' are refused)")
+        if rel in out:
+            report.errors.append(f"{path}:{lineno}: {rel} listed twice")
         out[rel] = 0 if parts[0] == "1" else 1  # the list's 1 = REAL
     return out
