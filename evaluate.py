@@ -21,12 +21,14 @@ os.environ.setdefault("FACEFORGE_ROOT", str(Path(__file__).resolve().parent))
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; see conf/evaluate.yaml."""
     from faceforge.errors import FaceforgeError
+    from faceforge.runs.common import remove_empty_folder
     from faceforge.runs.evaluation import evaluate
 
     try:
         evaluate(cfg)
     except FaceforgeError as exc:  # bad input or an impossible request: one clear line, no traceback
         print(f"faceforge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        remove_empty_folder(cfg.paths.output_dir)  # a run refused by its checks leaves no empty run folder
         sys.exit(2)
 
 

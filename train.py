@@ -20,12 +20,14 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; see conf/train.yaml."""
     from faceforge.errors import FaceforgeError
     from faceforge.runs.callbacks import RunInterrupted
+    from faceforge.runs.common import remove_empty_folder
     from faceforge.runs.training import train
 
     try:
         result = train(cfg)
     except FaceforgeError as exc:  # bad input or an impossible request: one clear line, no traceback
         print(f"faceforge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        remove_empty_folder(cfg.paths.output_dir)  # a run refused by its checks leaves no empty run folder
         sys.exit(2)
     except RunInterrupted as exc:  # SIGTERM / SIGUSR1: a checkpoint was written; say how to continue
         print(f"faceforge: {exc}; continue with `python train.py run_name={cfg.run_name} ckpt_path=last`",

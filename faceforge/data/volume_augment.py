@@ -46,6 +46,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceforge.errors import FaceforgeError
+
 __all__ = [
     "FLIP_PERMUTATION_68",
     "AugmentationConfigError",
@@ -85,7 +87,7 @@ def _flip_permutation_68() -> tuple[int, ...]:
 FLIP_PERMUTATION_68: tuple[int, ...] = _flip_permutation_68()
 
 
-class AugmentationConfigError(ValueError):
+class AugmentationConfigError(FaceforgeError, ValueError):
     """An augmentation setting is unknown or out of range (the message names it)."""
 
 

@@ -51,6 +51,7 @@ from faceforge.data.sampler import build_train_loader, split_key
 from faceforge.data.volume_augment import VolumeAugmentation
 from faceforge.data.volume_statistics import TrainStatistics, volume_train_statistics
 from faceforge.data.volumes.storage import VolumeStore
+from faceforge.errors import FaceforgeError
 from faceforge.utils.seeding import VOLUME_AUGMENT, item_rng
 
 __all__ = ["SPLITS", "SameSplitWarning", "VolumeDataError", "VolumeDataModule", "VolumeDataset", "build_w300lp_volumes"]
@@ -61,7 +62,7 @@ SPLITS = ("train", "val", "test")
 _FRAME_KEYS = ("frame_scale", "frame_tx", "frame_ty", "frame_z_offset", "frame_depth_scale")
 
 
-class VolumeDataError(RuntimeError):
+class VolumeDataError(FaceforgeError, RuntimeError):
     """The volume data cannot be served: no index, an empty split, inconsistent stores; the message says what to
     do."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from faceforge.errors import FaceforgeError
 
@@ -28,11 +28,17 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
             if isinstance(entry, DictConfig) and "_target_" in entry]
 
 
-def to_primitive(value: Any) -> Any:
-    """OmegaConf containers to plain dicts/lists (resolved); other values unchanged."""
-    if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+def remove_empty_folder(path: str | Path) -> bool:
+    """Remove ``path`` if it is an empty folder (the run folder Hydra made for a run refused by its checks).
+
+    Returns:
+        Whether it was removed; a folder holding anything, or a missing path, is left alone (never raises).
+    """
+    try:
+        Path(path).rmdir()  # fails unless the folder is empty
+        return True
+    except OSError:
+        return False
 
 
 def metrics_to_floats(metrics: dict[str, Any]) -> dict[str, float]:

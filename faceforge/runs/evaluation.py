@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from faceforge.registry import RegistryError, check_primitive
 from faceforge.reporting.tables import csv_table, markdown_table
 from faceforge.runs.common import RunConfigError, instantiate_group, project_root
+from faceforge.runs.config_checks import check_model_data_pairing, check_required_settings, hydra_choice
 from faceforge.tasks.checkpointing import CheckpointError, load_task, read_checkpoint
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 from faceforge.utils.run_info import collect_run_info, write_run_info
@@ -204,6 +205,15 @@ def _check_crop_sizes(datamodule: Any, size: int, max_files: int = 64) -> dict[s
     return {"checked": checked, "other_size": other}
 
 
+def _check_task_fits_data(task: Any, cfg: DictConfig, ckpt_path: Path) -> None:
+    """Refuse data of another kind than the checkpoint's task needs (see
+    :func:`faceforge.runs.config_checks.check_model_data_pairing`)."""
+    data_choice = hydra_choice("data")
+    check_model_data_pairing(type(task).__name__, str(cfg.data.get("_target_", "")),
+                             model_label=f"the checkpoint {ckpt_path.name}",
+                             data_label=f"data={data_choice}" if data_choice else None)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.data``'s test split; return the results dict that is also written.
 
@@ -214,7 +224,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     carry a ``weights`` column.
 
     Raises:
-        RunConfigError: no checkpoint given, or data settings the imported network cannot take.
+        RunConfigError: no checkpoint given, a checkpoint whose task needs another kind of data (a detector on
+            ``data=synthetic_3d``), a mandatory data setting left unset (``data.root``), or data settings the
+            imported network cannot take.
         faceforge.tasks.checkpointing.CheckpointError: the checkpoint cannot be read or rebuilt safely.
         faceforge.models.meso.KerasWeightsError: an HDF5 file that is not a MesoNet Keras weight file.
     """
@@ -227,6 +239,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     imported = is_keras_h5(ckpt_path)
     if imported:
         task, weights = _imported_mesonet_task(cfg, ckpt_path)
+        _check_task_fits_data(task, cfg, ckpt_path)
         _prepare_data_for_mesonet(cfg, explicit)
         trained_on = f"imported:{ckpt_path.name}"
     else:
@@ -235,12 +248,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if inherited:
             log.info("data settings taken from the checkpoint's training data: %s", inherited)
         task = load_task(ckpt)
+        _check_task_fits_data(task, cfg, ckpt_path)
         info = ckpt.get("faceforge") or {}
         trained_on = str(info.get("trained_on", "") or "")
         weights = {"kind": "trained", "source": "faceforge checkpoint", "format": "lightning_ckpt",
                    "architecture": type(task.net).__name__, "file": ckpt_path.name,
                    "path": str(ckpt_path.resolve()), "sha256": file_sha256(ckpt_path),
                    "faceforge_version": str(info.get("version", "") or "")}
+    check_required_settings(cfg, "evaluate.py")
     write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
 
     if cfg.get("video_aggregation"):

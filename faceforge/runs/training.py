@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from faceforge.runs.callbacks import GracefulStop, PlateauCatchUp, RunInterrupted, StepSeeder
 from faceforge.runs.common import RunConfigError, instantiate_group, metrics_to_floats, project_root
+from faceforge.runs.config_checks import check_model_data_pairing, check_required_settings, hydra_choice
 from faceforge.runs.resume import (
     check_fresh_run_folder,
     check_resume,
@@ -63,6 +64,22 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(ckpt)
 
 
+def check_run_config(cfg: DictConfig) -> None:
+    """The checks of the composed configuration alone, before anything is instantiated or written: the model fits
+    the data (:func:`~faceforge.runs.config_checks.check_model_data_pairing`), and no mandatory setting is left
+    unset (:func:`~faceforge.runs.config_checks.check_required_settings`).
+
+    Raises:
+        RunConfigError: the model needs another kind of data (the message names the data configs that fit), or
+            a setting such as ``data.root`` is unset (the message shows a command that sets it).
+    """
+    model_choice, data_choice = hydra_choice("model"), hydra_choice("data")
+    check_model_data_pairing(str(cfg.model.get("_target_", "")), str(cfg.data.get("_target_", "")),
+                             model_label=f"model={model_choice}" if model_choice else None,
+                             data_label=f"data={data_choice}" if data_choice else None)
+    check_required_settings(cfg, "train.py")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg`` (conf/train.yaml) and return its metrics.
 
@@ -77,8 +94,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``<run dir>/test_report.json``.
 
     Raises:
-        RunConfigError: ``ckpt_path=last`` without a last checkpoint, or a missing explicit checkpoint (see
-            :func:`resolve_ckpt_path`).
+        RunConfigError: a model paired with data of another kind, a mandatory setting left unset (see
+            :func:`check_run_config`), ``ckpt_path=last`` without a last checkpoint, or a missing explicit
+            checkpoint (see :func:`resolve_ckpt_path`).
         faceforge.tasks.checkpointing.CheckpointError: the checkpoint cannot be read as data.
         faceforge.runs.resume.ResumeError: the checkpoint was trained with another model or data shape, or a new
             run would overwrite another run's checkpoints.
@@ -87,6 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     is_zero = pl.utilities.rank_zero.rank_zero_only.rank == 0
     # ---- checks: nothing is written (or logged into the run folder's train.log) before they pass
+    check_run_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     position = None
     if ckpt_path is not None:
