@@ -49,15 +49,23 @@ class ReaderReport:
         unlabelled: video files present on disk that no metadata labels (skipped).
         unassigned: videos with no official split (skipped unless the reader is told otherwise).
         errors: other problems (malformed metadata lines, unknown labels, ...).
+        skipped: counts of entries skipped by kind, e.g. ``{"outside_root": 2}`` for metadata names that would
+            point outside the dataset root, ``{"bad_metadata": 1}`` for a metadata file that could not be used.
     """
 
     missing: list[str] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     unassigned: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, kind: str, message: str) -> None:
+        """Count one skipped entry of ``kind`` and record ``message`` (naming the file) in :attr:`errors`."""
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        self.errors.append(message)
 
     def to_dict(self) -> dict[str, Any]:
         return {"missing": self.missing, "unlabelled": self.unlabelled, "unassigned": self.unassigned,
-                "errors": self.errors,
+                "errors": self.errors, "skipped": dict(self.skipped),
                 "counts": {k: len(v) for k, v in (("missing", self.missing), ("unlabelled", self.unlabelled),
                                                    ("unassigned", self.unassigned), ("errors", self.errors))}}

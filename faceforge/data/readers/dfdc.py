@@ -23,17 +23,24 @@ Ids: ``video_id = dfdc/<part folder>/<stem>`` (``dfdc/<stem>`` for a metadata.js
 
 Problems are reported, not raised: a file named by metadata but absent -> ``report.missing``; an mp4 that no
 metadata names -> ``report.unlabelled`` (skipped); an unknown label or malformed JSON/CSV -> ``report.errors``
-(naming the file).
+(naming the file). A name that is not a plain file name of its folder (``../x.mp4``, ``/etc/hosts``, ``a/b.mp4``)
+is never opened: it is counted in ``report.skipped["outside_root"]``, with a warning naming the metadata file. A
+metadata file that is not JSON, or not a mapping of names to ``{"label": "REAL"|"FAKE", ...}``, is counted in
+``report.skipped["bad_metadata"]`` (with a warning) when other label files are usable, and is an error when it
+is the only one.
 """
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from faceforge.data.readers import DatasetLayoutError, assign_split, check_fractions, list_videos, require_root
 from faceforge.data.records import ReaderReport, VideoRecord
+
+log = logging.getLogger(__name__)
 
 DATASET = "dfdc"
 _EXPECTED = ("metadata.json (with the videos beside it) at the root and/or in dfdc_train_part_*/ folders, "
@@ -57,7 +64,9 @@ def read_dfdc(root: str | Path, val_fraction: float = 0.1, test_fraction: float 
     Raises:
         ValueError: if the fractions are out of range.
         DatasetLayoutError: if ``root`` is missing, or holds neither a ``metadata.json`` (at the root or in a
-            ``dfdc_train_part_*`` folder) nor ``test/labels.csv``.
+            ``dfdc_train_part_*`` folder) nor ``test/labels.csv``, or if every ``metadata.json`` is invalid (not
+            JSON, or not a mapping of names to entries with a REAL/FAKE label) and there is no ``test/labels.csv``
+            (the message names each file and what is wrong).
     """
     check_fractions(val_fraction, test_fraction)
     root = require_root(root, "DFDC", _EXPECTED)
@@ -70,9 +79,19 @@ def read_dfdc(root: str | Path, val_fraction: float = 0.1, test_fraction: float 
 
     report = ReaderReport()
     records: list[VideoRecord] = []
+    bad: list[str] = []
     for folder in part_dirs:
         part = "" if folder == root else folder.name
-        records.extend(_read_part(root, folder, part, val_fraction, test_fraction, seed, report))
+        part_records, problem = _read_part(root, folder, part, val_fraction, test_fraction, seed, report)
+        records.extend(part_records)
+        if problem is not None:
+            bad.append(problem)
+    if bad:
+        if len(bad) == len(part_dirs) and not labels_csv.is_file():
+            raise DatasetLayoutError("DFDC metadata unusable: " + "; ".join(bad))
+        report.skipped["bad_metadata"] = len(bad)
+        log.warning("DFDC %s: %d of %d metadata files are unusable, their videos are skipped: %s", root, len(bad),
+                    len(part_dirs), "; ".join(bad))
     if labels_csv.is_file():
         records.extend(_read_test(root, labels_csv, report))
     elif (root / "test").is_dir():
@@ -87,24 +106,52 @@ def _make(root: Path, path: Path, video_id: str, fake: bool, split: str, group: 
                        source_id=f"{DATASET}/{group}")
 
 
+def safe_member(folder: Path, name: Any) -> Path | None:
+    """``folder / name`` if ``name`` is a plain file name that stays directly inside ``folder``, else None.
+
+    Refuses names that are not strings, are empty, ``.``/``..``, absolute, hold a path separator (``/`` or
+    ``\\``), or whose resolved path (symbolic links followed) leaves ``folder``. Nothing is opened.
+
+    Args:
+        folder: the folder the name must stay in (absolute).
+        name: a file name read from metadata.
+
+    Returns:
+        The path, or None when the name is refused.
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        return None
+    path = folder / name
+    if path.parent != folder or not path.resolve().is_relative_to(folder.resolve()):
+        return None
+    return path
+
+
 def _read_part(root: Path, folder: Path, part: str, val_fraction: float, test_fraction: float, seed: int,
-               report: ReaderReport) -> list[VideoRecord]:
+               report: ReaderReport) -> tuple[list[VideoRecord], str | None]:
+    """Records of one metadata.json, and a message naming the file when it is unusable as a whole."""
     meta_path = folder / "metadata.json"
     videos = list_videos(folder)
     if not meta_path.is_file():
         report.errors.append(f"{meta_path}: missing; the {len(videos)} videos of {folder} are not labelled")
         report.unlabelled.extend(str(p) for p in videos)
-        return []
+        return [], None
     try:
         meta: Any = json.loads(meta_path.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
             raise ValueError(f"expected a JSON object mapping file names to entries, got {type(meta).__name__}")
+        if not any(isinstance(e, dict) and str(e.get("label", "")).upper() in ("FAKE", "REAL")
+                   for e in meta.values()):
+            raise ValueError("no entry maps a file name to an object with label REAL or FAKE "
+                             "(expected {\"x.mp4\": {\"label\": \"FAKE\", \"original\": \"y.mp4\"}, ...})")
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-        report.errors.append(f"{meta_path}: malformed metadata ({exc}); the videos of {folder} are not labelled")
+        problem = f"{meta_path} is not valid DFDC metadata ({exc})"
+        report.errors.append(f"{problem}; the videos of {folder} are not labelled")
         report.unlabelled.extend(str(p) for p in videos)
-        return []
+        return [], problem
 
     out: list[VideoRecord] = []
+    outside = 0
     for fname in sorted(meta):
         entry = meta[fname]
         if not isinstance(entry, dict):
@@ -115,7 +162,11 @@ def _read_part(root: Path, folder: Path, part: str, val_fraction: float, test_fr
             report.errors.append(f"{meta_path}: {fname} has label {entry.get('label')!r} (expected FAKE or REAL); "
                                  f"skipped")
             continue
-        path = folder / fname
+        path = safe_member(folder, fname)
+        if path is None:
+            outside += 1
+            report.skip("outside_root", f"{meta_path}: name {fname!r} is not a file name inside {folder}; skipped")
+            continue
         if not path.is_file():
             report.missing.append(str(path))
             continue
@@ -126,7 +177,10 @@ def _read_part(root: Path, folder: Path, part: str, val_fraction: float, test_fr
         video_id = f"{DATASET}/{part}/{stem}" if part else f"{DATASET}/{stem}"
         out.append(_make(root, path, video_id, label == "FAKE", split, group))
     report.unlabelled.extend(str(p) for p in videos if p.name not in meta)
-    return out
+    if outside:
+        log.warning("DFDC metadata %s: %d names point outside %s (e.g. '../x.mp4' or an absolute path); skipped",
+                    meta_path, outside, folder)
+    return out, None
 
 
 def _read_test(root: Path, labels_csv: Path, report: ReaderReport) -> list[VideoRecord]:
@@ -158,6 +212,12 @@ def _read_test(root: Path, labels_csv: Path, report: ReaderReport) -> list[Video
             report.errors.append(f"{labels_csv}:{lineno}: {fname} listed twice; later line skipped")
             continue
         named.add(fname)
+        if safe_member(test_dir, fname) is None:
+            report.skip("outside_root", f"{labels_csv}:{lineno}: filename {fname!r} is not a file name inside "
+                                        f"{test_dir}; skipped")
+            log.warning("DFDC labels %s:%d: filename %r points outside %s; skipped", labels_csv, lineno, fname,
+                        test_dir)
+            continue
         path = next((p for p in (test_dir / fname, test_dir / "videos" / fname) if p.is_file()), None)
         if path is None:
             report.missing.append(str(test_dir / fname))

@@ -66,7 +66,8 @@ def read_ffpp(root: str | Path, compressions: tuple[str, ...] | list[str] = ("c2
 
     Raises:
         DatasetLayoutError: if ``root`` is missing or has neither ``original_sequences`` nor
-            ``manipulated_sequences``, if a split file is missing or malformed, if an id is in two splits, or if
+            ``manipulated_sequences``, if a split file is missing or malformed (an entry that is not a pair of
+            numeric ids: the message names the file and the entry), if an id is in two splits, or if
             no video at all is found for the requested compressions and methods.
     """
     root = require_root(root, "FaceForensics++", _EXPECTED)
@@ -171,6 +172,9 @@ def _read_splits(splits_dir: Path) -> tuple[dict[str, str], dict[frozenset[str],
                 raise DatasetLayoutError(f"FaceForensics++ split file {path}: entry {i} is {pair!r}, "
                                          f"expected a pair of ids like [\"071\", \"054\"]")
             a, b = (str(v) if isinstance(v, str) else f"{v:03d}" for v in pair)
+            if not (_REAL_RE.match(a) and _REAL_RE.match(b)):
+                raise DatasetLayoutError(f"FaceForensics++ split file {path}: entry {i} is {pair!r}, expected "
+                                         f"numeric video ids like [\"071\", \"054\"] (ids name no path)")
             for vid in (a, b):
                 previous = id_split.get(vid)
                 if previous is not None and previous != split:
