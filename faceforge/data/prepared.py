@@ -46,6 +46,20 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def index_has_rows(index: Path) -> bool:
+    """Whether the CSV index ``index`` holds at least one non-empty line after its header.
+
+    Args:
+        index: an existing CSV file (``face_index.csv``, ``volume_index.csv``).
+
+    Raises:
+        OSError: if the file cannot be read.
+    """
+    with index.open("r", encoding="utf-8", errors="replace") as fh:
+        fh.readline()  # the header
+        return any(line.strip() for line in fh)
+
+
 def ensure_built(folder: Path, index_name: str, builder: Callable[..., Any] | None,
                  error: Callable[[str], Exception], missing_message: str, setting_name: str) -> None:
     """Build ``folder`` with ``builder(output_dir=folder)`` unless its index exists; refuse a stale folder.
@@ -58,12 +72,21 @@ def ensure_built(folder: Path, index_name: str, builder: Callable[..., Any] | No
         missing_message: the message when there is no index and no builder.
         setting_name: the config key that names the folder, for messages (``data.faces_dir``).
 
+    An index that holds no row (only a header: the trace of a failed or empty build) is not a built folder: it is
+    rebuilt when there is a builder, and refused otherwise.
+
     Raises:
-        whatever ``error`` makes: no index and no builder; the builder did not write the index; the folder was
-        built with other settings than ``builder`` now asks for.
+        whatever ``error`` makes: no index (or an empty one) and no builder; the builder did not write the index,
+        or wrote one without rows; the folder was built with other settings than ``builder`` now asks for.
     """
     index = folder / index_name
     record = folder / BUILD_RECORD
+    if index.is_file() and not index_has_rows(index):
+        if builder is None:
+            raise error(f"{index} holds no rows (left by a failed or empty build, e.g. no face found): it does not "
+                        f"count as prepared data. Delete it and prepare {folder} again. ({missing_message})")
+        log.warning("%s holds no rows (a failed or empty build): building %s again", index, folder)
+        index.unlink()
     if index.is_file():
         if builder is not None and record.is_file():
             recorded = json.loads(record.read_text(encoding="utf-8"))
@@ -80,4 +103,6 @@ def ensure_built(folder: Path, index_name: str, builder: Callable[..., Any] | No
     builder(output_dir=Path(folder))
     if not index.is_file():
         raise error(f"the builder {builder!r} ran but did not write {index}")
+    if not index_has_rows(index):
+        raise error(f"the builder {builder!r} wrote {index} without any row; delete it, fix the input and run again")
     atomic_write_json(record, builder_settings(builder))

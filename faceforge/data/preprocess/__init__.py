@@ -18,7 +18,8 @@ _EXPORTS = {
     "sample_frame_indices": "sampling", "SAMPLING_MODES": "sampling",
     "Detection": "detector", "FaceDetector": "detector", "FaceDetectorError": "detector",
     "crop_face": "crop",
-    "ExtractionReport": "extract", "ExtractionSettingsError": "extract", "extract_faces": "extract",
+    "ExtractionReport": "extract", "ExtractionSettingsError": "extract", "EmptyExtractionError": "extract",
+    "extract_faces": "extract",
     "extract_dataset": "extract",
 }
 __all__ = list(_EXPORTS)

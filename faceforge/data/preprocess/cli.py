@@ -5,7 +5,8 @@ Example::
     faceforge-extract-faces --dataset dfdc --root /data/dfdc --output /data/faces/dfdc --num-frames 32 --workers 8
 
 Exit status: 0 when the run completed (videos that could not be read are counted in the summary and in
-``extraction_report.json``), 2 with a one-line message when the dataset layout or the settings are wrong.
+``extraction_report.json``), 2 with a one-line message when the dataset layout or the settings are wrong, or
+when no face at all was found (no index is written then).
 """
 from __future__ import annotations
 
@@ -92,14 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        0 when the extraction ran, 2 on a dataset layout or settings error (one line on stderr).
+        0 when the extraction ran, 2 on a dataset layout or settings error, or when no face at all was found
+        (one line on stderr naming the file at fault).
         Invalid arguments make argparse exit with status 2.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     from faceforge.data.preprocess.detector import FaceDetectorError
     from faceforge.data.preprocess.extract import extract_faces
-    from faceforge.data.readers import DatasetLayoutError, read_dataset
+    from faceforge.data.readers import read_dataset
+    from faceforge.errors import FaceforgeError
 
     try:
         reader_kwargs = _reader_kwargs(args)
@@ -114,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                progress=not args.quiet, torch_threads=args.torch_threads, source=source,
                                reader_kwargs=reader_kwargs,
                                reader_report=reader_report)
-    except (DatasetLayoutError, FaceDetectorError, ValueError) as exc:  # includes ExtractionSettingsError
+    except (FaceforgeError, FaceDetectorError, ValueError) as exc:  # layout, settings, empty extraction
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(report.summary())

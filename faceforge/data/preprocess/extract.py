@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceforge.data.face_index import COLUMN_NAMES, FaceIndex, format_landmarks
+from faceforge.data.face_index import COLUMN_NAMES, INDEX_FILENAME, META_FILENAME, FaceIndex, format_landmarks
 from faceforge.data.preprocess.crop import crop_face
 from faceforge.data.preprocess.detector import FaceDetector
 from faceforge.data.preprocess.sampling import SAMPLING_MODES, sample_frame_indices
@@ -51,6 +51,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "REPORT_FILENAME",
     "SETTINGS_FILENAME",
+    "EmptyExtractionError",
     "ExtractionReport",
     "ExtractionSettingsError",
     "extract_dataset",
@@ -71,6 +72,14 @@ _VIDEO_COLUMNS = ("video_id", "dataset", "method", "compression", "split", "labe
 
 class ExtractionSettingsError(FaceforgeError, ValueError):
     """An output folder already holds an extraction made with other settings (the message lists them)."""
+
+
+class EmptyExtractionError(FaceforgeError, RuntimeError):
+    """An extraction found no face at all (no video readable, or no face detected): no index is written.
+
+    The message names ``extraction_report.json``, which lists each video and why it gave no face. Without an
+    index, the next run (or data module) extracts again instead of reusing an empty one.
+    """
 
 
 @dataclass
@@ -131,6 +140,10 @@ class ExtractionReport:
         counts = self.reader.get("counts") if self.reader else None
         if counts:
             lines.append("  reader: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        skipped = self.reader.get("skipped") if self.reader else None
+        if skipped:
+            lines.append("  reader skipped: " + ", ".join(f"{v} {k}" for k, v in sorted(skipped.items()))
+                         + f" (see {REPORT_FILENAME})")
         for title, items in (("unreadable", self.unreadable), ("truncated", self.truncated), ("failed", self.failed)):
             for item in items[:5]:
                 lines.append(f"    {title}: {item['video_id']}: {item['reason']}")
@@ -310,6 +323,9 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         ValueError: on invalid settings or duplicate/unsafe video ids.
         ExtractionSettingsError: if ``output_dir`` holds an extraction made with other settings.
         FaceDetectorError: if the detector settings are invalid.
+        EmptyExtractionError: if no face at all was found (no video given or readable, or no face detected);
+            ``extraction_report.json`` is written, ``face_index.csv`` is not (an earlier one is removed), so a
+            later run extracts again.
     """
     t0 = time.perf_counter()
     records = sorted(records, key=lambda r: r.video_id)
@@ -419,10 +435,21 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
             "videos": len(records)}
     index = FaceIndex.from_records(rows, root=output_dir).sorted()
     index.meta = json.loads(json.dumps({**meta, "summary": index.summary()}))
-    index.write(output_dir)
     report.faces = len(index)
-    report.index = index
     report.seconds = round(time.perf_counter() - t0, 3)
+    if not len(index):
+        # An empty index would be reused as complete by every later run: write none (remove a stale one).
+        for name in (INDEX_FILENAME, META_FILENAME):
+            (output_dir / name).unlink(missing_ok=True)
+        atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
+        raise EmptyExtractionError(
+            f"face extraction into {output_dir} found no face ({len(records)} videos given, "
+            f"{len(report.unreadable)} unreadable, {len(report.failed)} failed, {len(report.no_face)} without a "
+            f"face, reader skipped {report.reader.get('skipped', {})}); see {output_dir / REPORT_FILENAME}. No "
+            f"{INDEX_FILENAME} was written: fix the input and run again (delete videos/<video_id>.json to redo a "
+            f"video)")
+    index.write(output_dir)
+    report.index = index
     atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
     return report
 
@@ -446,7 +473,7 @@ def extract_dataset(dataset: str, root: str | Path, output_dir: str | Path,
 
     Raises:
         DatasetLayoutError: if ``root`` does not have the dataset's layout.
-        ExtractionSettingsError, ValueError: see :func:`extract_faces`.
+        ExtractionSettingsError, EmptyExtractionError, ValueError: see :func:`extract_faces`.
     """
     from faceforge.data.readers import read_dataset
 
