@@ -38,6 +38,7 @@ __all__ = [
     "aggregate_by_video",
     "binary_detection_metrics",
     "binary_eer",
+    "constant_baseline",
     "detection_report",
 ]
 
