@@ -78,6 +78,17 @@ def test_train_refuses_a_detector_on_3d_data_before_writing(tmp_path: Path, proj
     assert _files(tmp_path) == []
 
 
+def test_logger_none_trains(tmp_path: Path, project_root: Path) -> None:
+    """``logger=none`` (a README option) trains: the learning-rate monitor needs a logger and is left out."""
+    from faceforge.runs.training import train
+
+    cfg = _compose(project_root, "train", "logger=none", "trainer.max_epochs=1", "data.builder.num_videos=8",
+                   "data.builder.frames_per_video=4", "data.batch_size=4",
+                   f"paths.output_dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}")
+    result = train(cfg)
+    assert "test/auc" in result["metrics"] and (tmp_path / "run" / "metrics.json").is_file()
+
+
 def test_the_pairing_check_passes_matching_pairs_and_unknown_targets() -> None:
     check_model_data_pairing("faceforge.tasks.detection.DetectionTask", "faceforge.data.datamodule.FaceDataModule")
     check_model_data_pairing("VolumeRegressionTask", "faceforge.data.volume_datamodule.VolumeDataModule")

@@ -22,6 +22,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from faceforge.runs.callbacks import GracefulStop, PlateauCatchUp, RunInterrupted, StepSeeder
 from faceforge.runs.common import RunConfigError, instantiate_group, metrics_to_floats, project_root
@@ -159,6 +160,8 @@ def _run(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, attempt: dict
     graceful = GracefulStop(output_dir / "checkpoints" / "last.ckpt")
     callbacks = [PlateauCatchUp(graceful), *instantiate_group(cfg.get("callbacks")), StepSeeder(cfg.seed), graceful]
     loggers = _instantiate_loggers(cfg, attempt.get("wandb_run_id") if attempt else None)
+    if not loggers:  # logger=none: Lightning refuses a LearningRateMonitor without a logger
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
