@@ -21,10 +21,12 @@ def main(cfg: DictConfig) -> float | None:
     from faceforge.errors import FaceforgeError
     from faceforge.runs.callbacks import RunInterrupted
     from faceforge.runs.common import remove_empty_folder
+    from faceforge.runs.config_checks import unresolvable_settings_refused
     from faceforge.runs.training import train
 
     try:
-        result = train(cfg)
+        with unresolvable_settings_refused():
+            result = train(cfg)
     except FaceforgeError as exc:  # bad input or an impossible request: one clear line, no traceback
         print(f"faceforge: {type(exc).__name__}: {exc}", file=sys.stderr)
         remove_empty_folder(cfg.paths.output_dir)  # a run refused by its checks leaves no empty run folder

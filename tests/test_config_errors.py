@@ -21,7 +21,12 @@ from omegaconf import OmegaConf
 import faceforge
 from faceforge.errors import FaceforgeError
 from faceforge.runs.common import RunConfigError
-from faceforge.runs.config_checks import DATA_KINDS, check_model_data_pairing, check_required_settings
+from faceforge.runs.config_checks import (
+    DATA_KINDS,
+    check_model_data_pairing,
+    check_required_settings,
+    unresolvable_settings_refused,
+)
 
 
 def _cli(project_root: Path, script: str, *args: str) -> subprocess.CompletedProcess:
@@ -118,6 +123,17 @@ def test_all_unset_settings_are_named_with_examples() -> None:
     assert ("`python train.py model=vrn data=w300lp data.root=/path/to/300W_LP data.model_dir=/path/to/3ddfa "
             "data.noneck_dir=/path/to/3DDFA_V2/configs") in msg
     check_required_settings(OmegaConf.create({"data": {"root": "/x", "builder": {"root": "${data.root}"}}}))
+
+
+def test_a_setting_that_cannot_be_resolved_becomes_one_line() -> None:
+    cfg = OmegaConf.create({"data": {"root": "???"}, "model": {"net": {"foo": "${data.nonexistent}"}}})
+    with pytest.raises(RunConfigError, match=r"^model\.net\.foo: Interpolation key 'data.nonexistent' not found"):
+        with unresolvable_settings_refused():
+            OmegaConf.to_yaml(cfg.model, resolve=True)
+    with pytest.raises(RunConfigError, match=r"^data\.root: Missing mandatory value") as info:
+        with unresolvable_settings_refused():
+            _ = cfg.data.root
+    assert "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- evaluate.py

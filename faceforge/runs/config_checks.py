@@ -7,16 +7,18 @@ settings left unset (``???``, e.g. ``data.root``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from faceforge.runs.common import RunConfigError
 
 __all__ = ["DATA_KINDS", "DataKind", "check_model_data_pairing", "check_required_settings", "hydra_choice",
-           "missing_settings"]
+           "missing_settings", "unresolvable_settings_refused"]
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,22 @@ def _hydra_overrides() -> list[str] | None:
         return list(HydraConfig.get().overrides.task)
     except (ValueError, AttributeError):
         return None
+
+
+@contextmanager
+def unresolvable_settings_refused() -> Iterator[None]:
+    """Turn OmegaConf's errors for a setting that cannot be resolved (a ``???`` value or an interpolation to a
+    key that does not exist, met while the run builds its objects) into one-line :class:`RunConfigError` errors; the
+    entry points wrap the run in it, as the last net behind :func:`check_required_settings` and
+    :func:`check_model_data_pairing`.
+
+    Raises:
+        RunConfigError: naming the setting (``full_key``) and OmegaConf's reason.
+    """
+    try:
+        yield
+    except (MissingMandatoryValue, InterpolationResolutionError) as exc:
+        key = getattr(exc, "full_key", None)
+        reason = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+        raise RunConfigError(f"{key + ': ' if key else ''}{reason}; check the command's overrides and config "
+                             f"choices") from None
