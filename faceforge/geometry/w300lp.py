@@ -121,10 +121,12 @@ def read_300wlp_mat(path: str | os.PathLike) -> W300LPLabel:
     p = Path(path)
     if not p.is_file():
         raise _fail(p, None, "file not found")
+    if p.stat().st_size == 0:
+        raise _fail(p, None, "not a readable MATLAB .mat file (empty file, 0 bytes)")
     try:
         data = scipy.io.loadmat(str(p))
-    except (ValueError, OSError, NotImplementedError, TypeError) as exc:  # scipy: NotImplementedError = MATLAB v7.3
-        raise _fail(p, None, f"not a readable MATLAB .mat file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - scipy raises MatReadError, ValueError, NotImplementedError (v7.3), ...
+        raise _fail(p, None, f"not a readable MATLAB .mat file ({type(exc).__name__}: {exc})") from exc
 
     pose = _vector(data, p, "Pose_Para", 7)
     shape = _vector(data, p, "Shape_Para", 199)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "Detection": "detector", "FaceDetector": "detector", "FaceDetectorError": "detector",
     "crop_face": "crop",
     "ExtractionReport": "extract", "ExtractionSettingsError": "extract", "EmptyExtractionError": "extract",
+    "OutputFolderError": "extract", "DiskFullError": "extract", "check_output_dir": "extract",
     "extract_faces": "extract",
     "extract_dataset": "extract",
 }

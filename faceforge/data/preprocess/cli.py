@@ -5,8 +5,9 @@ Example::
     faceforge-extract-faces --dataset dfdc --root /data/dfdc --output /data/faces/dfdc --num-frames 32 --workers 8
 
 Exit status: 0 when the run completed (videos that could not be read are counted in the summary and in
-``extraction_report.json``), 2 with a one-line message when the dataset layout or the settings are wrong, or
-when no face at all was found (no index is written then).
+``extraction_report.json``), 2 with a one-line message (``faceforge: <ErrorClass>: ...``) when the dataset layout
+or the settings are wrong, when ``--output`` is an existing file, when no face at all was found, or when the disk
+filled up (no index is written then).
 """
 from __future__ import annotations
 
@@ -93,18 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        0 when the extraction ran, 2 on a dataset layout or settings error, or when no face at all was found
-        (one line on stderr naming the file at fault).
+        0 when the extraction ran, 2 on a dataset layout or settings error, an output path that is a file, a
+        full disk, or when no face at all was found (one line ``faceforge: <ErrorClass>: ...`` on stderr naming
+        the file at fault).
         Invalid arguments make argparse exit with status 2.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     from faceforge.data.preprocess.detector import FaceDetectorError
-    from faceforge.data.preprocess.extract import extract_faces
+    from faceforge.data.preprocess.extract import check_output_dir, extract_faces
     from faceforge.data.readers import read_dataset
     from faceforge.errors import FaceforgeError
 
     try:
+        check_output_dir(args.output)  # before any work
         reader_kwargs = _reader_kwargs(args)
         records, reader_report = read_dataset(args.dataset, args.root, **reader_kwargs)
         source = {"dataset": args.dataset, "root": str(Path(args.root).expanduser().resolve())}
@@ -117,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                progress=not args.quiet, torch_threads=args.torch_threads, source=source,
                                reader_kwargs=reader_kwargs,
                                reader_report=reader_report)
-    except (FaceforgeError, FaceDetectorError, ValueError) as exc:  # layout, settings, empty extraction
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (FaceforgeError, FaceDetectorError, ValueError) as exc:  # layout, settings, empty extraction, disk full
+        print(f"faceforge: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0

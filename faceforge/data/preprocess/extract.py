@@ -12,7 +12,8 @@ Resumable and crash-safe: every file is written atomically (temporary file + ren
 written last, after all its crops, so a video counts as done only when everything of it is on disk. A rerun skips
 videos that have a marker and rebuilds the index from the markers, so it is byte-identical to the previous one
 (unless videos were added). To redo one video, delete its marker. Unreadable videos get no marker and are tried
-again on each run; truncated ones keep what they gave.
+again on each run; truncated ones keep what they gave. A full disk stops the run with :class:`DiskFullError` naming
+the file, and leaves no ``face_index.csv`` (the index is written last); rerun after freeing space to resume.
 
 A rerun into the same folder with different crop-determining settings (dataset, root, sampling, detector, crop)
 raises :class:`ExtractionSettingsError`. Reader settings (split fractions and seeds) may change: the split and
@@ -25,6 +26,7 @@ counted in the :class:`ExtractionReport` with its reason.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing
 import sys
@@ -51,9 +53,12 @@ __all__ = [
     "IMAGE_FORMATS",
     "REPORT_FILENAME",
     "SETTINGS_FILENAME",
+    "DiskFullError",
     "EmptyExtractionError",
     "ExtractionReport",
     "ExtractionSettingsError",
+    "OutputFolderError",
+    "check_output_dir",
     "extract_dataset",
     "extract_faces",
 ]
@@ -80,6 +85,61 @@ class EmptyExtractionError(FaceforgeError, RuntimeError):
     The message names ``extraction_report.json``, which lists each video and why it gave no face. Without an
     index, the next run (or data module) extracts again instead of reusing an empty one.
     """
+
+
+class OutputFolderError(FaceforgeError, ValueError):
+    """The output path cannot be a folder (it, or one of its parents, is an existing file)."""
+
+
+class DiskFullError(FaceforgeError, OSError):
+    """The disk (or the user's quota) filled up while the extraction wrote a file; the run stops.
+
+    Finished videos keep their crops and markers, so rerunning the same command after freeing space resumes.
+    No ``face_index.csv`` is left behind (an earlier one is removed), so nothing reuses the incomplete folder.
+    """
+
+
+#: errno values meaning "the disk is full" (no space left, quota exceeded).
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _disk_full_names(path: Path) -> Iterator[None]:
+    """Turn a disk-full OSError raised by the body into a :class:`DiskFullError` naming ``path``."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL_ERRNOS:
+            raise
+        target = exc.filename2 or path  # os.replace(tmp, target) names the target second
+        raise DiskFullError(f"no space left on device while writing {target} ({exc.strerror or exc}); free "
+                            f"space (or choose another output folder) and rerun the same command to resume: "
+                            f"finished videos are kept, no {INDEX_FILENAME} was written") from exc
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Check that ``path`` can be (or already is) the output folder, before any work; return it resolved.
+
+    Args:
+        path: the output folder (created later if missing).
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        OutputFolderError: if ``path``, or one of its parents, exists and is not a folder.
+    """
+    out = Path(path).expanduser().resolve()
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "the output path" if p == out else f"a parent of the output folder {out}"
+                raise OutputFolderError(f"{p} is an existing file, not a folder ({what}); choose a folder for the "
+                                        f"face crops and face_index.csv")
+            break
+    return out
 
 
 @dataclass
@@ -193,7 +253,8 @@ def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str,
                 ok, buf = cv2.imencode(f".{suffix}", np.ascontiguousarray(crop[:, :, ::-1]), params)
                 if not ok:
                     raise RuntimeError(f"OpenCV could not encode a {suffix} crop")
-                atomic_write_bytes(out_dir / rel, buf.tobytes())
+                with _disk_full_names(out_dir / rel):
+                    atomic_write_bytes(out_dir / rel, buf.tobytes())
                 x1, y1, x2, y2 = (float(v) for v in det.box)
                 rows.append({**{c: rec[c] for c in _VIDEO_COLUMNS if c != "video_path"},
                              "video_path": rec["rel_path"], "num_frames": info.num_frames,
@@ -208,7 +269,8 @@ def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str,
               "width": info.width, "height": info.height, "frames_requested": len(stream.requested),
               "frames_decoded": len(stream.returned), "frames_with_face": frames_with_face,
               "truncated": stream.truncated, "reason": stream.reason, "rows": rows}
-    atomic_write_json(_marker_path(out_dir, video_id), marker)
+    with _disk_full_names(_marker_path(out_dir, video_id)):
+        atomic_write_json(_marker_path(out_dir, video_id), marker)
     return {**base, "status": "truncated" if stream.truncated else ("ok" if rows else "no_face"),
             "reason": stream.reason, "faces": len(rows)}
 
@@ -216,6 +278,8 @@ def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str,
 def _safe_process(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return _process_video(detector, task)
+    except DiskFullError:  # a full disk stops the run (every later video would fail the same way)
+        raise
     except Exception as exc:  # a bad video never stops the run
         rec = task["record"]
         return {"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
@@ -277,7 +341,8 @@ def _check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
                 f"output folder {output_dir} holds an extraction made with other settings ({'; '.join(diffs)}); "
                 f"choose another output folder, or rerun with the same settings to resume")
         return
-    atomic_write_json(path, settings)
+    with _disk_full_names(path):
+        atomic_write_json(path, settings)
 
 
 # ----------------------------------------------------------------------------------------------- main API
@@ -326,6 +391,9 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         EmptyExtractionError: if no face at all was found (no video given or readable, or no face detected);
             ``extraction_report.json`` is written, ``face_index.csv`` is not (an earlier one is removed), so a
             later run extracts again.
+        OutputFolderError: if ``output_dir`` (or a parent) is an existing file (checked before any work).
+        DiskFullError: if the disk fills up while a file is written (the message names it); finished videos are
+            kept, and no ``face_index.csv`` is left (an earlier one is removed).
     """
     t0 = time.perf_counter()
     records = sorted(records, key=lambda r: r.video_id)
@@ -344,114 +412,126 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
     image_format = {"jpeg": "jpg"}.get(image_format.lower(), image_format.lower())
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"unknown image format {image_format!r}; choose one of {list(IMAGE_FORMATS)}")
-    output_dir = Path(output_dir).expanduser().resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = check_output_dir(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
 
-    detector_kwargs = dict(detector or {})
-    det = FaceDetector(**detector_kwargs)  # validates the settings
-    params = IMAGE_FORMATS[image_format][1]
-    settings = {
-        "format_version": FORMAT_VERSION,
-        "source": {"dataset": (source or {}).get("dataset"), "root": (source or {}).get("root")},
-        "sampling": {"num_frames": num_frames, "mode": sampling, "stride": stride, "seed": seed},
-        "detector": det.settings(),
-        "crop": {"margin": margin, "size": size, "image_format": image_format, "encoder_params": params},
-    }
-    _check_settings(output_dir, settings)
+        detector_kwargs = dict(detector or {})
+        det = FaceDetector(**detector_kwargs)  # validates the settings
+        params = IMAGE_FORMATS[image_format][1]
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "source": {"dataset": (source or {}).get("dataset"), "root": (source or {}).get("root")},
+            "sampling": {"num_frames": num_frames, "mode": sampling, "stride": stride, "seed": seed},
+            "detector": det.settings(),
+            "crop": {"margin": margin, "size": size, "image_format": image_format, "encoder_params": params},
+        }
+        _check_settings(output_dir, settings)
 
-    todo = [r for r in records if not _marker_path(output_dir, r.video_id).is_file()]
-    task_opts = {"output_dir": str(output_dir), "num_frames": num_frames, "sampling": sampling, "stride": stride,
-                 "seed": seed, "margin": margin, "size": size, "image_format": image_format}
-    tasks = [{**task_opts, "record": {**r.to_dict(), "path": str(r.path)}} for r in todo]
-    results: list[dict[str, Any]] = []
+        todo = [r for r in records if not _marker_path(output_dir, r.video_id).is_file()]
+        task_opts = {"output_dir": str(output_dir), "num_frames": num_frames, "sampling": sampling, "stride": stride,
+                     "seed": seed, "margin": margin, "size": size, "image_format": image_format}
+        tasks = [{**task_opts, "record": {**r.to_dict(), "path": str(r.path)}} for r in todo]
+        results: list[dict[str, Any]] = []
 
-    def _log(res: dict[str, Any]) -> None:
-        results.append(res)
-        if progress:
-            extra = f", {res['reason']}" if res.get("reason") else ""
-            print(f"[{len(results)}/{len(tasks)}] {res['video_id']}: {res['status']}, {res.get('faces', 0)} faces"
-                  f"{extra} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+        def _log(res: dict[str, Any]) -> None:
+            results.append(res)
+            if progress:
+                extra = f", {res['reason']}" if res.get("reason") else ""
+                print(f"[{len(results)}/{len(tasks)}] {res['video_id']}: {res['status']}, {res.get('faces', 0)} faces"
+                      f"{extra} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
 
-    if workers == 1 or len(tasks) <= 1:
-        with _torch_threads(torch_threads):
-            for task in tasks:
-                _log(_safe_process(det, task))
-    else:
-        del det
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
-                                   initargs=(detector_kwargs, torch_threads))
-        try:
-            futures = {pool.submit(_worker_task, task): task for task in tasks}
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except Exception as exc:  # e.g. BrokenProcessPool: a worker died (killed for memory?)
-                    rec = futures[fut]["record"]
-                    res = {"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
-                           "reason": f"worker process failed: {type(exc).__name__}: {exc}"}
-                _log(res)
-        except BaseException:  # Ctrl-C: do not wait for the queued videos (finished ones are on disk)
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-
-    report = ExtractionReport(output_dir=str(output_dir), videos_total=len(records), videos_extracted=len(tasks),
-                              videos_skipped=len(records) - len(tasks),
-                              reader=reader_report.to_dict() if reader_report is not None else {})
-    for res in sorted(results, key=lambda r: r["video_id"]):
-        if res["status"] in ("unreadable", "failed"):
-            getattr(report, res["status"]).append({k: res[k] for k in ("video_id", "path", "reason")})
-
-    rows: list[dict[str, Any]] = []
-    for rec in records:
-        marker_path = _marker_path(output_dir, rec.video_id)
-        if not marker_path.is_file():
-            continue
-        try:
-            marker = json.loads(marker_path.read_text(encoding="utf-8"))
-            video_rows = [{**row, **{c: v for c, v in rec.to_dict().items() if c in _VIDEO_COLUMNS},
-                           "video_path": rec.rel_path} for row in marker["rows"]]
-            missing = [c for c in COLUMN_NAMES if video_rows and c not in video_rows[0]]
-            if missing:
-                raise KeyError(f"rows lack columns {missing}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            report.failed.append({"video_id": rec.video_id, "path": str(rec.path),
-                                  "reason": f"marker {marker_path} is unreadable ({exc}); delete it to redo"})
-            continue
-        rows.extend(video_rows)
-        report.frames_sampled += int(marker.get("frames_decoded", 0))
-        report.frames_with_face += int(marker.get("frames_with_face", 0))
-        if marker.get("truncated"):
-            report.truncated.append({"video_id": rec.video_id, "path": str(rec.path), "reason": marker["reason"]})
-        if video_rows:
-            report.videos_with_faces += 1
+        if workers == 1 or len(tasks) <= 1:
+            with _torch_threads(torch_threads):
+                for task in tasks:
+                    _log(_safe_process(det, task))
         else:
-            report.no_face.append(rec.video_id)
+            del det
+            ctx = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
+                                       initargs=(detector_kwargs, torch_threads))
+            try:
+                futures = {pool.submit(_worker_task, task): task for task in tasks}
+                for fut in as_completed(futures):
+                    try:
+                        res = fut.result()
+                    except DiskFullError:
+                        raise
+                    except Exception as exc:  # e.g. BrokenProcessPool: a worker died (killed for memory?)
+                        rec = futures[fut]["record"]
+                        res = {"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
+                               "reason": f"worker process failed: {type(exc).__name__}: {exc}"}
+                    _log(res)
+            except BaseException:  # Ctrl-C: do not wait for the queued videos (finished ones are on disk)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
 
-    meta = {"created_by": "faceforge.data.preprocess.extract", "dataset": settings["source"]["dataset"],
-            "root": settings["source"]["root"], "reader_kwargs": dict(reader_kwargs or {}),
-            "sampling": settings["sampling"], "detector": settings["detector"], "crop": settings["crop"],
-            "videos": len(records)}
-    index = FaceIndex.from_records(rows, root=output_dir).sorted()
-    index.meta = json.loads(json.dumps({**meta, "summary": index.summary()}))
-    report.faces = len(index)
-    report.seconds = round(time.perf_counter() - t0, 3)
-    if not len(index):
-        # An empty index would be reused as complete by every later run: write none (remove a stale one).
+        report = ExtractionReport(output_dir=str(output_dir), videos_total=len(records), videos_extracted=len(tasks),
+                                  videos_skipped=len(records) - len(tasks),
+                                  reader=reader_report.to_dict() if reader_report is not None else {})
+        for res in sorted(results, key=lambda r: r["video_id"]):
+            if res["status"] in ("unreadable", "failed"):
+                getattr(report, res["status"]).append({k: res[k] for k in ("video_id", "path", "reason")})
+
+        rows: list[dict[str, Any]] = []
+        for rec in records:
+            marker_path = _marker_path(output_dir, rec.video_id)
+            if not marker_path.is_file():
+                continue
+            try:
+                marker = json.loads(marker_path.read_text(encoding="utf-8"))
+                video_rows = [{**row, **{c: v for c, v in rec.to_dict().items() if c in _VIDEO_COLUMNS},
+                               "video_path": rec.rel_path} for row in marker["rows"]]
+                missing = [c for c in COLUMN_NAMES if video_rows and c not in video_rows[0]]
+                if missing:
+                    raise KeyError(f"rows lack columns {missing}")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                report.failed.append({"video_id": rec.video_id, "path": str(rec.path),
+                                      "reason": f"marker {marker_path} is unreadable ({exc}); delete it to redo"})
+                continue
+            rows.extend(video_rows)
+            report.frames_sampled += int(marker.get("frames_decoded", 0))
+            report.frames_with_face += int(marker.get("frames_with_face", 0))
+            if marker.get("truncated"):
+                report.truncated.append({"video_id": rec.video_id, "path": str(rec.path), "reason": marker["reason"]})
+            if video_rows:
+                report.videos_with_faces += 1
+            else:
+                report.no_face.append(rec.video_id)
+
+        meta = {"created_by": "faceforge.data.preprocess.extract", "dataset": settings["source"]["dataset"],
+                "root": settings["source"]["root"], "reader_kwargs": dict(reader_kwargs or {}),
+                "sampling": settings["sampling"], "detector": settings["detector"], "crop": settings["crop"],
+                "videos": len(records)}
+        index = FaceIndex.from_records(rows, root=output_dir).sorted()
+        index.meta = json.loads(json.dumps({**meta, "summary": index.summary()}))
+        report.faces = len(index)
+        report.seconds = round(time.perf_counter() - t0, 3)
+        if not len(index):
+            # An empty index would be reused as complete by every later run: write none (remove a stale one).
+            for name in (INDEX_FILENAME, META_FILENAME):
+                (output_dir / name).unlink(missing_ok=True)
+            with _disk_full_names(output_dir / REPORT_FILENAME):
+                atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
+            raise EmptyExtractionError(
+                f"face extraction into {output_dir} found no face ({len(records)} videos given, "
+                f"{len(report.unreadable)} unreadable, {len(report.failed)} failed, {len(report.no_face)} without a "
+                f"face, reader skipped {report.reader.get('skipped', {})}); see {output_dir / REPORT_FILENAME}. No "
+                f"{INDEX_FILENAME} was written: fix the input and run again (delete videos/<video_id>.json to redo a "
+                f"video)")
+        with _disk_full_names(output_dir / REPORT_FILENAME):
+            atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
+        with _disk_full_names(output_dir / INDEX_FILENAME):
+            index.write(output_dir)  # last: a folder with an index is complete
+        report.index = index
+        return report
+    except DiskFullError:
+        # The folder is incomplete now: leave no index that a later run would take for a finished one.
         for name in (INDEX_FILENAME, META_FILENAME):
-            (output_dir / name).unlink(missing_ok=True)
-        atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
-        raise EmptyExtractionError(
-            f"face extraction into {output_dir} found no face ({len(records)} videos given, "
-            f"{len(report.unreadable)} unreadable, {len(report.failed)} failed, {len(report.no_face)} without a "
-            f"face, reader skipped {report.reader.get('skipped', {})}); see {output_dir / REPORT_FILENAME}. No "
-            f"{INDEX_FILENAME} was written: fix the input and run again (delete videos/<video_id>.json to redo a "
-            f"video)")
-    index.write(output_dir)
-    report.index = index
-    atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
-    return report
+            with contextlib.suppress(OSError):
+                (output_dir / name).unlink(missing_ok=True)
+        raise
 
 
 def extract_dataset(dataset: str, root: str | Path, output_dir: str | Path,

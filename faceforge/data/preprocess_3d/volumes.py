@@ -36,7 +36,8 @@ Outputs in ``output/``:
 Resumable: a shard is complete when its record exists (written after its ``.h5`` was renamed into place) and its
 ``.h5`` has the recorded size; a rerun skips complete shards and regenerates the others, so an interrupted run
 continues where it stopped and a rerun of a finished one writes the same index. Skipped samples are recorded too
-(``redo_skipped=True`` retries them). Every file is written to a temporary name and renamed (atomic). Parallel:
+(``redo_skipped=True`` retries them); a shard that recorded an ``internal_error`` (a bug, not bad input) is always
+regenerated. Every file is written to a temporary name and renamed (atomic). Parallel:
 samples are processed by a ``ProcessPoolExecutor`` (``spawn``); only the main process writes files. One run per
 output folder at a time.
 
@@ -690,6 +691,11 @@ def _load_record(out: Path, shard: _Shard, redo_skipped: bool) -> dict[str, Any]
             log.warning("%s: shard file missing or of another size than recorded, regenerating the shard", h5)
             return None
     if redo_skipped and rec.get("skipped"):
+        return None
+    if any(s.get("reason") == "internal_error" for s in rec.get("skipped", ())):
+        # An internal error is a bug (or a passing failure), not a property of the input: retry it, so that a
+        # fixed faceforge does not report the same failure on every rerun.
+        log.info("%s: retrying the shard, it recorded internal errors", path)
         return None
     return rec
 
