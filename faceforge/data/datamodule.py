@@ -359,6 +359,20 @@ class FaceDataModule(pl.LightningDataModule):
         self._is_setup = True
         log.info("face data '%s' from %s: %s", self.name, self.faces_dir, report["splits"])
 
+    def load_report(self) -> dict[str, Any]:
+        """Crops found unreadable while loading (``cache_crops=false``; with the cache they are found, skipped
+        and counted in :attr:`report` at :meth:`setup`): per split, see
+        :meth:`~faceforge.data.datasets.FaceCropDataset.load_report`. Empty before setup, with the cache, or
+        with clips (their counts are in ``report["clips"]``).
+
+        Returns:
+            ``{split: {"unreadable_crops", "substituted_items", "unreadable_examples"}}``.
+        """
+        if not self._is_setup or self.cache is not None:
+            return {}
+        datasets = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}
+        return {s: ds.load_report() for s, ds in datasets.items() if isinstance(ds, FaceCropDataset)}
+
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset: FaceCropDataset | FaceClipDataset, train: bool) -> DataLoader:
         if train:

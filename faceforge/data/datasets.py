@@ -9,7 +9,10 @@ host-to-device bytes, and no float work in the workers). So the transform must n
 """
 from __future__ import annotations
 
+import mmap
 import os
+import threading
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,14 +22,36 @@ from torch.utils.data import Dataset
 
 from faceforge.data.crop_cache import CropCache
 from faceforge.data.face_index import FaceIndex
-from faceforge.data.image_io import ImageReadStats, read_rgb_image, resize_image
+from faceforge.data.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
 from faceforge.data.sampler import split_key
 from faceforge.errors import FaceforgeError
 from faceforge.utils.seeding import AUGMENT, derive_seed, seed_transform
 
+#: Substitution warnings per process before further ones are only counted; file names a load report lists.
+MAX_CROP_WARNINGS = 5
+
+_warn_lock = threading.Lock()
+_warned = [0]
+
 
 class TransformOutputError(FaceforgeError, TypeError):
     """The albumentations transform returned something other than an ``(H, W, 3)`` uint8 NumPy image."""
+
+
+class CropDataError(FaceforgeError, RuntimeError):
+    """No crop of a dataset can be read to stand in for an unreadable one (the message names the files)."""
+
+
+class CropReadWarning(UserWarning):
+    """A crop file could not be read while loading (no crop cache) and a readable crop was served instead."""
+
+
+def _shared_counts(n: int) -> np.ndarray:
+    """int32 ``(n,)`` zeros in anonymous shared memory: a forked DataLoader worker's writes are seen by the parent
+    (a pickled copy, e.g. under the ``spawn`` start method, is a private array: its counts stay in that process)."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    return np.frombuffer(mmap.mmap(-1, 4 * n), dtype=np.int32)
 
 
 def lookup_indices(values: np.ndarray, lookup: Mapping[str, int], what: str) -> np.ndarray:
@@ -77,6 +102,13 @@ class FaceCropDataset(Dataset):
         interpolation: resize rule without a cache (see :func:`~faceforge.data.image_io.resize_image`).
         seed: the run's seed (augmentation draws).
 
+    Unreadable crops (no cache; with a cache they were found and skipped when it was built): a crop that cannot be
+    decoded is replaced by the nearest readable row (in index order) of the same video, else of the same label,
+    else any; the item then carries that row's pixels, label and groups (its ``index`` too), while the
+    augmentation stays seeded by the requested row, so the batch is the same in every run and with any
+    ``num_workers``. It is warned (the first few per process, naming the file) and counted in shared memory, so
+    that :meth:`load_report` in the main process also sees what forked DataLoader workers met.
+
     Keys: ``dataset[i]`` or ``dataset[(epoch, i)]`` (what :class:`~faceforge.data.sampler.EpochSampler` yields);
     a bare index uses :attr:`epoch` (0 unless :meth:`set_epoch` was called).
 
@@ -88,7 +120,7 @@ class FaceCropDataset(Dataset):
         KeyError: at construction if a video_id or method is not in its lookup.
         ValueError: if ``image_size`` disagrees with the cache's.
         faceforge.data.crop_cache.CropCacheError: if a crop is not in ``cache``.
-        faceforge.data.image_io.ImageReadError: from ``__getitem__`` when a crop file cannot be read (no cache).
+        CropDataError: from ``__getitem__`` when a crop file cannot be read (no cache) and no other crop can.
         TransformOutputError: from ``__getitem__`` when the transform returns anything but an (H, W, 3) uint8
             array.
     """
@@ -111,6 +143,14 @@ class FaceCropDataset(Dataset):
         self.image_size = int(image_size) if image_size is not None else None
         self.interpolation = interpolation
         self.read_stats = ImageReadStats()
+        self.unreadable = _shared_counts(len(self.labels))  # per row: times found unreadable
+        self.substituted = _shared_counts(len(self.labels))  # per row: times it stood in for an unreadable row
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)  # the shared counters pickle as private copies (spawn, deepcopy)
+        state["unreadable"] = np.array(self.unreadable)
+        state["substituted"] = np.array(self.substituted)
+        return state
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -132,11 +172,66 @@ class FaceCropDataset(Dataset):
             img = resize_image(img, self.image_size, self.interpolation)
         return img
 
+    def _replacement_order(self, i: int) -> np.ndarray:
+        """Rows to try in place of row ``i``: same video, then same label, then the rest; nearest first."""
+        rows = np.arange(len(self))
+        dist = np.abs(rows - i)
+        tier = np.where(self.video_idx == self.video_idx[i], 0, np.where(self.labels == self.labels[i], 1, 2))
+        order = np.lexsort((rows, dist, tier))
+        return order[order != i]
+
+    def load_readable(self, i: int) -> tuple[np.ndarray, int]:
+        """Row ``i``'s crop, or when its file cannot be read the crop of the replacement row (see the class notes).
+
+        Returns:
+            ``(image, row)``: the RGB uint8 ``(H, W, 3)`` array and the row it comes from.
+
+        Raises:
+            CropDataError: no crop of the dataset can be read.
+        """
+        try:
+            return self.load_image(i), i
+        except ImageReadError as exc:
+            self.unreadable[i] += 1
+            first = exc
+        for j in self._replacement_order(i).tolist():
+            if self.unreadable[j]:
+                continue
+            try:
+                img = self.load_image(j)
+            except ImageReadError:
+                self.unreadable[j] += 1
+                continue
+            self.substituted[j] += 1
+            self._warn(first, i, j)
+            return img, j
+        raise CropDataError(f"{first}; and no other of the {len(self)} crops under {self.root} can be read to "
+                            f"replace it: re-extract the faces")
+
+    def _warn(self, exc: ImageReadError, i: int, j: int) -> None:
+        with _warn_lock:
+            _warned[0] += 1
+            n = _warned[0]
+        if n <= MAX_CROP_WARNINGS:
+            more = " (further ones in this process are counted, not warned)" if n == MAX_CROP_WARNINGS else ""
+            same = "video" if self.video_idx[j] == self.video_idx[i] else "label" if self.labels[j] == self.labels[i] \
+                else "dataset"
+            warnings.warn(f"{exc}; serving {self.crop_paths[j]} (same {same}) instead{more}", CropReadWarning,
+                          stacklevel=3)
+
+    def load_report(self) -> dict[str, Any]:
+        """What loading met so far (no cache): ``unreadable_crops`` (distinct rows found unreadable),
+        ``substituted_items`` (items served from a replacement row) and up to ``MAX_CROP_WARNINGS`` example files.
+        Counts include forked DataLoader workers' (shared memory)."""
+        bad = np.flatnonzero(self.unreadable)
+        return {"unreadable_crops": int(len(bad)), "substituted_items": int(self.substituted.sum()),
+                "unreadable_examples": [str(self.crop_paths[r]) for r in bad[:MAX_CROP_WARNINGS].tolist()]}
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, i = split_key(key, self.epoch)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} faces")
-        img = self.load_image(i)
+        img, row = self.load_readable(i)
         if self.transform is not None:
             seed_transform(self.transform, derive_seed(self.seed, AUGMENT, epoch, i))
             img = self.transform(image=img)["image"]
@@ -148,10 +243,10 @@ class FaceCropDataset(Dataset):
         image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         return {
             "image": image,
-            "label": torch.tensor(self.labels[i], dtype=torch.int64),
-            "video_idx": torch.tensor(self.video_idx[i], dtype=torch.int64),
-            "method_idx": torch.tensor(self.method_idx[i], dtype=torch.int64),
-            "index": torch.tensor(i, dtype=torch.int64),
+            "label": torch.tensor(self.labels[row], dtype=torch.int64),
+            "video_idx": torch.tensor(self.video_idx[row], dtype=torch.int64),
+            "method_idx": torch.tensor(self.method_idx[row], dtype=torch.int64),
+            "index": torch.tensor(row, dtype=torch.int64),
         }
 
     @property

@@ -15,7 +15,8 @@ from typing import Any
 #: pay for torchvision (resnext_lstm) or the VRN code.
 _EXPORTS = {
     "KerasWeightsError": "meso", "Meso4": "meso", "MesoInception4": "meso", "from_keras_h5": "meso",
-    "mesonet_preprocess": "meso", "PretrainedWeightsError": "resnext_lstm", "ResNeXtLSTM": "resnext_lstm",
+    "mesonet_preprocess": "meso", "ModelInputError": "meso", "PretrainedWeightsError": "resnext_lstm",
+    "ResNeXtLSTM": "resnext_lstm",
     "VRN": "vrn", "VRNGuided": "vrn", "VRNMultitask": "vrn", "gaussian_heatmaps": "vrn",
 }
 __all__ = sorted(_EXPORTS)

@@ -34,6 +34,7 @@ __all__ = [
     "KerasWeightsError",
     "Meso4",
     "MesoInception4",
+    "ModelInputError",
     "from_keras_h5",
     "mesonet_preprocess",
 ]
@@ -99,10 +100,17 @@ class _MesoHead(nn.Module):
         return x.squeeze(-1)
 
 
+class ModelInputError(FaceforgeError, ValueError):
+    """A network got (or a run would feed it) input of a size it cannot take; the message says what to set."""
+
+
 def _check_input(x: torch.Tensor, name: str) -> None:
     expected = (3, MESONET_INPUT_SIZE, MESONET_INPUT_SIZE)
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-        raise ValueError(f"{name} expects input of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        hint = (f"; MesoNet takes {MESONET_INPUT_SIZE}x{MESONET_INPUT_SIZE} crops: set data.image_size="
+                f"{MESONET_INPUT_SIZE}" if x.ndim == 4 and x.shape[1] == 3 else "")
+        raise ModelInputError(f"{name} expects input of shape (B, {', '.join(map(str, expected))}), got "
+                              f"{tuple(x.shape)}{hint}")
 
 
 class Meso4(nn.Module):
@@ -124,6 +132,9 @@ class Meso4(nn.Module):
     Raises:
         ValueError: unknown ``head_activation``.
     """
+
+    #: side of the square input it takes (checked by train.py against ``data.image_size`` before training)
+    input_size = MESONET_INPUT_SIZE
 
     def __init__(self, head_activation: str | None = "leaky_relu", negative_slope: float = 0.1,
                  dropout: float = 0.5, bn_momentum: float | None = _TORCH_BN_MOMENTUM) -> None:
@@ -153,7 +164,7 @@ class Meso4(nn.Module):
             (B,) float32 logits for "fake" (``sigmoid`` gives P(fake)).
 
         Raises:
-            ValueError: wrong input shape.
+            ModelInputError: (a ValueError) wrong input shape.
         """
         _check_input(x, type(self).__name__)
         return self.head(self.features(x))
@@ -215,6 +226,9 @@ class MesoInception4(nn.Module):
         ValueError: unknown ``head_activation``.
     """
 
+    #: side of the square input it takes (checked by train.py against ``data.image_size`` before training)
+    input_size = MESONET_INPUT_SIZE
+
     def __init__(self, head_activation: str | None = "leaky_relu", negative_slope: float = 0.1,
                  dropout: float = 0.5, bn_momentum: float | None = _TORCH_BN_MOMENTUM) -> None:
         super().__init__()
@@ -245,7 +259,7 @@ class MesoInception4(nn.Module):
             (B,) float32 logits for "fake".
 
         Raises:
-            ValueError: wrong input shape.
+            ModelInputError: (a ValueError) wrong input shape.
         """
         _check_input(x, type(self).__name__)
         return self.head(self.features(x))

@@ -17,7 +17,8 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from faceforge.runs.common import RunConfigError
 
-__all__ = ["DATA_KINDS", "DataKind", "check_model_data_pairing", "check_required_settings", "hydra_choice",
+__all__ = ["DATA_KINDS", "DataKind", "check_model_data_pairing", "check_model_input_size", "check_required_settings",
+           "hydra_choice",
            "missing_settings", "unresolvable_settings_refused"]
 
 
@@ -52,6 +53,33 @@ _EXAMPLES: dict[str, dict[str | None, str]] = {
     "data.noneck_dir": {None: "/path/to/3DDFA_V2/configs"},
     "ckpt_path": {None: "/path/to/run/checkpoints/epoch_007.ckpt"},
 }
+
+
+def check_model_input_size(net_target: str, image_size: Any, model_label: str | None = None) -> None:
+    """Refuse a network that takes one fixed input size (its class attribute ``input_size``, e.g. MesoNet's 256)
+    paired with data served at another ``data.image_size``, before anything is built.
+
+    Args:
+        net_target: the network's ``_target_`` (``faceforge.models.meso.Meso4``); a target that cannot be imported
+            or declares no ``input_size`` passes.
+        image_size: the data's ``image_size`` (None passes).
+        model_label: how the message names the model (``model=meso4``); default the class name.
+
+    Raises:
+        RunConfigError: the sizes differ; the message names both and the setting to change.
+    """
+    if image_size is None or not net_target:
+        return
+    try:
+        from hydra.utils import get_class
+
+        size = getattr(get_class(str(net_target)), "input_size", None)
+    except Exception:  # noqa: BLE001 - an unknown target is reported where it is instantiated
+        return
+    if size is not None and int(image_size) != int(size):
+        label = model_label or _class_name(net_target)
+        raise RunConfigError(f"{label} ({_class_name(net_target)}) takes {size}x{size} crops but data.image_size="
+                             f"{image_size}: set data.image_size={size}")
 
 
 def _class_name(target: Any) -> str:

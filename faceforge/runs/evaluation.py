@@ -21,6 +21,7 @@ from faceforge.registry import RegistryError, check_primitive
 from faceforge.reporting.tables import csv_table, markdown_table
 from faceforge.runs.common import RunConfigError, instantiate_group, project_root
 from faceforge.runs.config_checks import check_model_data_pairing, check_required_settings, hydra_choice
+from faceforge.runs.resume import write_hydra_record
 from faceforge.tasks.checkpointing import CheckpointError, load_task, read_checkpoint
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 from faceforge.utils.run_info import collect_run_info, write_run_info
@@ -233,7 +234,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("ckpt_path"):
         raise RunConfigError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt (or a MesoNet authors' .h5)")
     output_dir = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    # ---- checks: nothing is written or logged (evaluate.log is created at the first log line) before they pass
+    inherited: dict[str, Any] = {}
     ckpt_path = Path(str(cfg.ckpt_path))
     explicit = _command_line_keys()
     imported = is_keras_h5(ckpt_path)
@@ -245,8 +247,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         ckpt = read_checkpoint(ckpt_path)
         inherited = inherit_data_settings(cfg, ckpt, explicit)
-        if inherited:
-            log.info("data settings taken from the checkpoint's training data: %s", inherited)
         task = load_task(ckpt)
         _check_task_fits_data(task, cfg, ckpt_path)
         info = ckpt.get("faceforge") or {}
@@ -256,7 +256,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                    "path": str(ckpt_path.resolve()), "sha256": file_sha256(ckpt_path),
                    "faceforge_version": str(info.get("version", "") or "")}
     check_required_settings(cfg, "evaluate.py")
+    pl.seed_everything(cfg.seed, workers=True)
+    if inherited:
+        log.info("data settings taken from the checkpoint's training data: %s", inherited)
     write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
+    write_hydra_record(output_dir, cfg)  # conf/evaluate.yaml sets hydra.output_subdir: null: written after the checks
 
     if cfg.get("video_aggregation"):
         task.hparams.video_aggregation = str(cfg.video_aggregation)

@@ -32,7 +32,7 @@ from faceforge.utils.atomic import atomic_write_json, atomic_write_text
 from faceforge.utils.run_info import collect_run_info
 
 __all__ = ["ResumeError", "changed_settings", "check_fresh_run_folder", "check_resume", "checkpoint_position",
-           "finish_attempt", "start_attempt"]
+           "finish_attempt", "start_attempt", "write_hydra_record"]
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,24 @@ def _hydra_record() -> dict[str, str] | None:
             "overrides.yaml": yaml.safe_dump(list(hydra_cfg.overrides.task), default_flow_style=False)}
 
 
+def write_hydra_record(folder: str | Path, cfg: DictConfig) -> bool:
+    """Write what Hydra would have put in ``<folder>/.hydra/`` (``config.yaml`` unresolved, ``hydra.yaml``,
+    ``overrides.yaml``), atomically. For runs whose config sets ``hydra.output_subdir: null``, so that the record
+    is written only once the run's checks have passed.
+
+    Returns:
+        Whether it was written (False outside a Hydra run: nothing is written).
+    """
+    hydra_files = _hydra_record()
+    if hydra_files is None:
+        return False
+    folder = Path(folder)
+    atomic_write_text(folder / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+    for name, text in hydra_files.items():
+        atomic_write_text(folder / ".hydra" / name, text)
+    return True
+
+
 def start_attempt(output_dir: str | Path, cfg: DictConfig, repo_dir: str | Path,
                   resumed_from: str | Path | None = None,
                   position: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -252,14 +270,10 @@ def start_attempt(output_dir: str | Path, cfg: DictConfig, repo_dir: str | Path,
     resolved_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     folder = output_dir if number == 1 else output_dir / "attempts" / f"{number:03d}"
     atomic_write_text(folder / "config.yaml", resolved_yaml)
-    hydra_files = _hydra_record()
-    if hydra_files is not None:
-        atomic_write_text(folder / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
-        for name, text in hydra_files.items():
-            atomic_write_text(folder / ".hydra" / name, text)
+    wrote_hydra = write_hydra_record(folder, cfg)
     record: dict[str, Any] = {"attempt": number, **collect_run_info(cfg.get("seed"), repo_dir),
                               "resumed_from": None, "config": str((folder / "config.yaml").relative_to(output_dir)),
-                              "hydra": str((folder / ".hydra").relative_to(output_dir)) if hydra_files else None,
+                              "hydra": str((folder / ".hydra").relative_to(output_dir)) if wrote_hydra else None,
                               "status": "running"}
     if resumed_from is not None:
         record["resumed_from"] = {"checkpoint": str(resumed_from), **dict(position or {})}

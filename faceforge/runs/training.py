@@ -26,7 +26,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from faceforge.runs.callbacks import GracefulStop, PlateauCatchUp, RunInterrupted, StepSeeder
 from faceforge.runs.common import RunConfigError, instantiate_group, metrics_to_floats, project_root
-from faceforge.runs.config_checks import check_model_data_pairing, check_required_settings, hydra_choice
+from faceforge.runs.config_checks import (
+    check_model_data_pairing,
+    check_model_input_size,
+    check_required_settings,
+    hydra_choice,
+)
 from faceforge.runs.resume import (
     check_fresh_run_folder,
     check_resume,
@@ -101,6 +106,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         faceforge.tasks.checkpointing.CheckpointError: the checkpoint cannot be read as data.
         faceforge.runs.resume.ResumeError: the checkpoint was trained with another model or data shape, or a new
             run would overwrite another run's checkpoints.
+        RunConfigError: a network of one input size (MesoNet: 256) with another ``data.image_size``
+            (:func:`~faceforge.runs.config_checks.check_model_input_size`).
         faceforge.runs.callbacks.RunInterrupted: SIGTERM / SIGUSR1 stopped the run after writing a checkpoint.
     """
     output_dir = Path(cfg.paths.output_dir)
@@ -116,6 +123,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         del ckpt
     elif cfg.get("train", True):
         check_fresh_run_folder(output_dir)
+    net, model_choice = cfg.model.get("net"), hydra_choice("model")
+    if isinstance(net, DictConfig) and "image_size" in cfg.data:  # after the resume checks: they say more
+        check_model_input_size(str(net.get("_target_", "")), cfg.data.image_size,
+                               model_label=f"model={model_choice}" if model_choice else None)
 
     attempt = start_attempt(output_dir, cfg, project_root(), ckpt_path, position) if is_zero else None
     status = "failed"
@@ -188,6 +199,13 @@ def _run(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, attempt: dict
         if test_report is not None:
             atomic_write_json(output_dir / "test_report.json", test_report)
         data_report = getattr(datamodule, "report", None)
+        loading = datamodule.load_report() if callable(getattr(datamodule, "load_report", None)) else {}
+        if data_report and loading:
+            data_report = {**data_report, "unreadable_while_loading": loading}
+            bad = {s: r for s, r in loading.items() if r["unreadable_crops"]}
+            if bad:
+                log.warning("crops that could not be read while loading were replaced by readable ones: %s (see "
+                            "data_report.json)", bad)
         if data_report:
             atomic_write_json(output_dir / "data_report.json", data_report)
     return result
