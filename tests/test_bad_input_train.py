@@ -29,12 +29,12 @@ def _cli(project_root: Path, script: str, *args: str) -> subprocess.CompletedPro
                           timeout=600)
 
 
-def _corrupt_one_train_crop(faces_dir: Path) -> str:
+def _corrupt_one_train_crop(faces_dir: Path, content: bytes = b"not an image at all") -> str:
     """Overwrite one train-split crop with bytes no decoder reads; return its path relative to ``faces_dir``."""
     index = FaceIndex.read(faces_dir / "face_index.csv")
     train = index.where(split="train")
     rel = str(train.columns["crop_path"][1])
-    (faces_dir / rel).write_bytes(b"not an image at all")
+    (faces_dir / rel).write_bytes(content)
     return rel
 
 
@@ -44,15 +44,17 @@ def _batches(faces_dir: Path, num_workers: int) -> tuple[list[dict[str, torch.Te
                         cache_crops=False, image_size=64, seed=3)
     dm.prepare_data()
     dm.setup("fit")
-    with pytest.warns(CropReadWarning, match="not an image|cannot read image") if num_workers == 0 else nullcontext():
+    with pytest.warns(CropReadWarning, match="cannot read image") if num_workers == 0 else nullcontext():
         batches = list(dm.train_dataloader())
     return batches, dm
 
 
-def test_an_unreadable_crop_without_cache_is_replaced_and_counted_with_any_num_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"not an image at all", b""], ids=["garbage", "zero_bytes"])
+def test_an_unreadable_crop_without_cache_is_replaced_and_counted_with_any_num_workers(tmp_path: Path,
+                                                                                       content: bytes) -> None:
     faces = tmp_path / "faces"
     build_synthetic_detection(output_dir=faces, num_videos=8, frames_per_video=2, image_size=64, seed=0)
-    bad = _corrupt_one_train_crop(faces)
+    bad = _corrupt_one_train_crop(faces, content)
     runs = {}
     for workers in (0, 2):
         batches, dm = _batches(faces, workers)

@@ -283,7 +283,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                        "hyper_parameters": {k: v for k, v in task.hparams.items()}},
         "data": {"name": cfg.data.name,
                  "data_dir": str(cfg.data.get("faces_dir", cfg.data.get("volumes_dir", ""))),
-                 "report": getattr(datamodule, "report", None)},
+                 "report": getattr(datamodule, "report", None),
+                 # crops found unreadable while loading (cache_crops=false) and replaced, see FaceCropDataset
+                 "unreadable_while_loading": (datamodule.load_report()
+                                              if callable(getattr(datamodule, "load_report", None)) else {})},
         "metrics": report,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "provenance": collect_run_info(cfg.seed, project_root()),
