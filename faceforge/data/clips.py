@@ -49,7 +49,6 @@ task converts on the device.
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +64,7 @@ from faceforge.data.face_index import FaceIndex
 from faceforge.data.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
 from faceforge.data.sampler import split_key
 from faceforge.errors import FaceforgeError
+from faceforge.utils.counters import EventCounter
 from faceforge.utils.seeding import AUGMENT, CLIP, derive_seed, item_rng, seed_transform
 
 __all__ = [
@@ -82,8 +82,7 @@ MAX_EXAMPLES = 5
 #: Substitution warnings per process before further ones are only counted.
 MAX_WARNINGS = 5
 
-_warn_lock = threading.Lock()
-_warned = [0]
+_warnings = EventCounter()  # substitutions met in this process
 
 
 class ClipDataError(FaceforgeError, RuntimeError):
@@ -391,9 +390,7 @@ class FaceClipDataset(Dataset):
                 f"be read ({names}); remove the video from the face index or re-extract it")
 
     def _warn_substitution(self, v: int, entry: int, target: int) -> None:
-        with _warn_lock:
-            _warned[0] += 1
-            n = _warned[0]
+        n = _warnings.next()
         if n <= MAX_WARNINGS:
             more = " (further substitutions in this process are counted, not warned)" if n == MAX_WARNINGS else ""
             warnings.warn(f"{self.root}/{self.crop_paths[entry]} cannot be read "  # type: ignore[index]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import threading
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,13 +24,13 @@ from faceforge.data.face_index import FaceIndex
 from faceforge.data.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
 from faceforge.data.sampler import split_key
 from faceforge.errors import FaceforgeError
+from faceforge.utils.counters import EventCounter
 from faceforge.utils.seeding import AUGMENT, derive_seed, seed_transform
 
 #: Substitution warnings per process before further ones are only counted; file names a load report lists.
 MAX_CROP_WARNINGS = 5
 
-_warn_lock = threading.Lock()
-_warned = [0]
+_warnings = EventCounter()  # substitutions met in this process
 
 
 class TransformOutputError(FaceforgeError, TypeError):
@@ -209,9 +208,7 @@ class FaceCropDataset(Dataset):
                             f"replace it: re-extract the faces")
 
     def _warn(self, exc: ImageReadError, i: int, j: int) -> None:
-        with _warn_lock:
-            _warned[0] += 1
-            n = _warned[0]
+        n = _warnings.next()
         if n <= MAX_CROP_WARNINGS:
             more = " (further ones in this process are counted, not warned)" if n == MAX_CROP_WARNINGS else ""
             same = "video" if self.video_idx[j] == self.video_idx[i] else "label" if self.labels[j] == self.labels[i] \

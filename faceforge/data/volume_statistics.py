@@ -64,6 +64,7 @@ def volume_train_statistics(read_runs: Callable[[int], tuple[np.ndarray, np.ndar
         ValueError: no positions, or a run map whose shape is not (S, S) or whose values leave [0, D].
     """
     pos = list(positions)
+    num_train = len(pos)
     if not pos:
         raise ValueError("volume_train_statistics: the training split is empty")
     if max_samples is not None and len(pos) > int(max_samples):
@@ -100,4 +101,4 @@ def volume_train_statistics(read_runs: Callable[[int], tuple[np.ndarray, np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_lmk = np.where(lmk_n > 0, lmk_sum / np.maximum(lmk_n, 1), np.nan).astype(np.float32)
     return TrainStatistics(mean_occupancy=occupancy, mean_landmarks=mean_lmk, num_samples=len(pos),
-                           num_train=len(list(positions)))
+                           num_train=num_train)

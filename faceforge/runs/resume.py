@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
+from faceforge.utils.mappings import flatten_dotted, plain
 from faceforge.utils.run_info import collect_run_info
 
 __all__ = ["ResumeError", "changed_settings", "check_fresh_run_folder", "check_resume", "checkpoint_position",
@@ -58,30 +59,11 @@ def checkpoint_position(ckpt: Mapping[str, Any]) -> dict[str, Any]:
             "mid_epoch": bool(mid)}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(value, (list, tuple)):
-        return {prefix: [_plain(v) for v in value]}
-    return {prefix: _plain(value)}
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
             and not isinstance(b, bool):
         return float(a) == float(b)
-    return _plain(a) == _plain(b)
+    return plain(a) == plain(b)
 
 
 def _short(v: Any) -> str:
@@ -101,7 +83,7 @@ def _net_differences(ckpt: Mapping[str, Any], cfg: DictConfig) -> list[str]:
     if not isinstance(stored, Mapping):
         return ["the checkpoint's network spec (net_spec) cannot be read"]
     now = OmegaConf.to_container(cfg.model.net, resolve=True)
-    old_flat, new_flat = _flatten(stored), _flatten(now)
+    old_flat, new_flat = flatten_dotted(stored), flatten_dotted(now)
     diffs = []
     for key in sorted(set(old_flat) | set(new_flat)):
         if key.split(".")[-1] in _NET_KEYS_FREE:
@@ -127,7 +109,7 @@ def _task_differences(ckpt: Mapping[str, Any], cfg: DictConfig) -> list[str]:
     for key in sorted(set(hp) & set(model)):
         if key in ("net", "net_spec", "_target_"):
             continue
-        old_flat, new_flat = _flatten(hp[key], key), _flatten(model[key], key)
+        old_flat, new_flat = flatten_dotted(hp[key], key), flatten_dotted(model[key], key)
         for k in sorted(set(old_flat) | set(new_flat)):
             a, b = old_flat.get(k, "<absent>"), new_flat.get(k, "<absent>")
             if not _same(a, b):
@@ -209,7 +191,7 @@ def _read_run_info(output_dir: Path) -> dict[str, Any]:
 
 def changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[Any]]:
     """Flattened settings that differ between two resolved configs: ``{"a.b": [old, new]}``."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten_dotted(old), flatten_dotted(new)
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if not _same(a.get(k), b.get(k))}
 
 

@@ -405,7 +405,8 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             metric.update(base.unsqueeze(0).expand_as(target), target)
         mean_lmk = self.baseline_landmarks
         gt = batch["landmarks"].float()
-        if mean_lmk.numel() and tuple(mean_lmk.shape) == tuple(gt.shape[1:]) and torch.isfinite(mean_lmk).all():
+        if (self.has_landmarks and mean_lmk.numel() and tuple(mean_lmk.shape) == tuple(gt.shape[1:])
+                and torch.isfinite(mean_lmk).all()):
             valid = torch.isfinite(gt).all(dim=-1).all(dim=-1)
             if bool(valid.any()):
                 pred = mean_lmk.to(gt.dtype).unsqueeze(0).expand_as(gt)

@@ -48,6 +48,7 @@ from faceforge.data.preprocess.video import FrameStream, VideoDecodeError, prefe
 from faceforge.data.records import ReaderReport, VideoRecord
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
+from faceforge.utils.mappings import flatten_dotted
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -316,15 +317,6 @@ def _worker_task(task: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- settings
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: d}
-
-
 def _check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
     path = output_dir / SETTINGS_FILENAME
     settings = json.loads(json.dumps(settings))  # normalise tuples etc. as JSON would
@@ -334,7 +326,7 @@ def _check_settings(output_dir: Path, settings: dict[str, Any]) -> None:
         except (OSError, json.JSONDecodeError) as exc:
             raise ExtractionSettingsError(f"{path} is unreadable ({exc}); use another output folder") from exc
         if old != settings:
-            a, b = _flatten(old), _flatten(settings)
+            a, b = flatten_dotted(old), flatten_dotted(settings)
             diffs = [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(set(a) | set(b))
                      if a.get(k, "<unset>") != b.get(k, "<unset>")]
             raise ExtractionSettingsError(
