@@ -8,7 +8,7 @@ Reproduce (from the repository root)::
 Both loaders run side by side in the same process, on the same train split (synthetic videos of
 ``--frames-per-video`` frames with ``--crop-size`` px PNG crops, as face extraction stores them, built once into
 ``--data-dir``), serve the same clips (``T = --clip-length`` frames per video picked with the same
-:func:`faceforge.data.clips.clip_positions` rule, evenly spaced with a random offset) at the same size
+:func:`faceforge.data.detection.clips.clip_positions` rule, evenly spaced with a random offset) at the same size
 (``--image-size``, the ResNeXt-LSTM's 112 px by default), with the same batch size, worker count, shuffling,
 albumentations train transform (conf/data/face_base.yaml, applied with one set of parameters per clip via
 ``images=``) and torch/OpenCV thread settings:
@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from loader_common import items_per_second, single_threaded, synthetic_faces, train_transform
 
-from faceforge.data.clips import FaceClipDataset, clip_positions
-from faceforge.data.datamodule import FaceDataModule
+from faceforge.data.detection.clips import FaceClipDataset, clip_positions
+from faceforge.data.detection.datamodule import FaceDataModule
 
 
 class NaiveClipDataset(Dataset):

@@ -7,9 +7,10 @@ Both pipelines take the same ``--num-frames`` evenly spaced frames of each fixtu
   facenet-pytorch's MTCNN with its defaults (min face 20 px, pyramid factor 0.709) on the full-resolution
   uint8 frame, one frame at a time;
 * faceforge: as the extractor runs it: decode once through the stream with FFmpeg threading, converting only
-  the wanted frames (:class:`~faceforge.data.preprocess.video.FrameStream`), in a background thread that decodes
-  ahead while the current frame is detected (:func:`~faceforge.data.preprocess.video.prefetch`), and
-  :class:`~faceforge.data.preprocess.detector.FaceDetector` with its defaults (min face = a fraction of the
+  the wanted frames (:class:`~faceforge.data.detection.extraction.video.FrameStream`), in a background thread that
+  decodes
+  ahead while the current frame is detected (:func:`~faceforge.data.detection.extraction.video.prefetch`), and
+  :class:`~faceforge.data.detection.extraction.detector.FaceDetector` with its defaults (min face = a fraction of the
   short side, finer pyramid step; R-Net/O-Net still on full-resolution crops).
 
 Recall is the number of sampled frames with a face; ``IoU`` is the mean overlap of the two pipelines' best boxes
@@ -44,10 +45,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceforge.data.preprocess.crop import crop_face  # noqa: E402
-from faceforge.data.preprocess.detector import FaceDetector  # noqa: E402
-from faceforge.data.preprocess.sampling import sample_frame_indices  # noqa: E402
-from faceforge.data.preprocess.video import FrameStream, prefetch, probe_video  # noqa: E402
+from faceforge.data.detection.extraction.crop import crop_face  # noqa: E402
+from faceforge.data.detection.extraction.detector import FaceDetector  # noqa: E402
+from faceforge.data.detection.extraction.sampling import sample_frame_indices  # noqa: E402
+from faceforge.data.detection.extraction.video import FrameStream, prefetch, probe_video  # noqa: E402
 
 Frames = Iterator[tuple[int, np.ndarray]]
 

@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from loader_common import items_per_second, single_threaded, synthetic_faces, train_transform
 
-from faceforge.data.datamodule import FaceDataModule
-from faceforge.data.face_index import FaceIndex
+from faceforge.data.detection.datamodule import FaceDataModule
+from faceforge.data.detection.face_index import FaceIndex
 
 
 class NaiveDataset(Dataset):

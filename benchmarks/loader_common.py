@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from faceforge.data.face_index import INDEX_FILENAME  # noqa: E402
-from faceforge.data.synthetic.detection import build_synthetic_detection  # noqa: E402
+from faceforge.data.detection.face_index import INDEX_FILENAME  # noqa: E402
+from faceforge.data.detection.synthetic import build_synthetic_detection  # noqa: E402
 
 
 def single_threaded() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from faceforge.data.readers import DatasetLayoutError, read_celebdf, read_dfdc, read_ffpp
+from faceforge.data.detection.readers import DatasetLayoutError, read_celebdf, read_dfdc, read_ffpp
 from faceforge.errors import FaceforgeError
 
 EXTRACT_KW = dict(num_frames=2, size=32, progress=False)
@@ -66,7 +66,7 @@ def test_celebdf_test_list_with_bom_gives_the_official_test_split(tmp_path):
 
 
 def test_celebdf_bad_list_cli_exits_2_and_leaves_earlier_outputs_unchanged(tmp_path, capsys):
-    from faceforge.data.preprocess.cli import main
+    from faceforge.data.detection.extraction.cli import main
 
     root = make_celebdf(tmp_path / "celebdf", ["\ufeff1 Celeb-real/id0_0000.mp4", "REAL Celeb-real/id1_0000.mp4"])
     out = tmp_path / "faces"
@@ -96,7 +96,7 @@ def make_dfdc_escape(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_dfdc_names_outside_the_root_are_skipped_counted_and_warned(tmp_path, caplog):
     root, _ = make_dfdc_escape(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="faceforge.data.readers.dfdc"):
+    with caplog.at_level(logging.WARNING, logger="faceforge.data.detection.readers.dfdc"):
         records, report = read_dfdc(root)
     assert [r.video_id for r in records] == ["dfdc/good"]
     assert report.skipped == {"outside_root": 4} and report.to_dict()["skipped"] == {"outside_root": 4}
@@ -107,8 +107,8 @@ def test_dfdc_names_outside_the_root_are_skipped_counted_and_warned(tmp_path, ca
 
 
 def test_dfdc_extraction_never_opens_a_file_outside_the_root(tmp_path, monkeypatch):
-    import faceforge.data.preprocess.extract as extract
-    from faceforge.data.preprocess.video import VideoDecodeError
+    import faceforge.data.detection.extraction.extract as extract
+    from faceforge.data.detection.extraction.video import VideoDecodeError
 
     root, outside = make_dfdc_escape(tmp_path)
     opened: list[str] = []
@@ -151,7 +151,7 @@ def test_dfdc_one_bad_metadata_part_of_several_is_counted_and_warned(tmp_path, c
     write_json(root / "dfdc_train_part_0" / "metadata.json", {"r.mp4": {"label": "REAL", "original": None}})
     touch(root / "dfdc_train_part_1" / "z.mp4")
     bad = touch(root / "dfdc_train_part_1" / "metadata.json", b'["z.mp4"]')
-    with caplog.at_level(logging.WARNING, logger="faceforge.data.readers.dfdc"):
+    with caplog.at_level(logging.WARNING, logger="faceforge.data.detection.readers.dfdc"):
         records, report = read_dfdc(root)
     assert [r.video_id for r in records] == ["dfdc/dfdc_train_part_0/r"]
     assert report.skipped == {"bad_metadata": 1}
@@ -173,7 +173,7 @@ def test_ffpp_split_ids_that_are_not_numbers_are_refused(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- empty extraction
 def test_empty_extraction_writes_no_index_and_names_the_report(tmp_path, capsys):
-    from faceforge.data.preprocess.cli import main
+    from faceforge.data.detection.extraction.cli import main
 
     root = tmp_path / "dfdc"
     touch(root / "junk.mp4", b"not a video" * 20)
@@ -190,7 +190,7 @@ def test_empty_extraction_writes_no_index_and_names_the_report(tmp_path, capsys)
 
 
 def test_prepared_folder_with_an_empty_index_is_rebuilt_or_refused(tmp_path):
-    from faceforge.data.prepared import ensure_built
+    from faceforge.data.core.prepared import ensure_built
 
     class Err(FaceforgeError, RuntimeError):
         pass
@@ -218,8 +218,8 @@ def test_prepared_folder_with_an_empty_index_is_rebuilt_or_refused(tmp_path):
 
 
 def test_extraction_summary_shows_what_the_reader_skipped():
-    from faceforge.data.preprocess.extract import ExtractionReport
-    from faceforge.data.records import ReaderReport
+    from faceforge.data.core.records import ReaderReport
+    from faceforge.data.detection.extraction.extract import ExtractionReport
 
     reader = ReaderReport()
     reader.skip("outside_root", "metadata.json: name '/etc/hosts' is not a file name inside /d; skipped")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import faceforge.data.preprocess.extract as extract
-from faceforge.data.preprocess.detector import Detection
+import faceforge.data.detection.extraction.extract as extract
+from faceforge.data.detection.extraction.detector import Detection
 from faceforge.errors import FaceforgeError
 
 EXTRACT_KW = dict(num_frames=2, size=32, progress=False)
@@ -98,8 +98,8 @@ def full_disk_when(monkeypatch, matches) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- --output FILE
 def test_extract_cli_output_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
-    import faceforge.data.readers as readers
-    from faceforge.data.preprocess import cli
+    import faceforge.data.detection.readers as readers
+    from faceforge.data.detection.extraction import cli
 
     root = make_dfdc(tmp_path / "dfdc", ["a"])
     out = touch(tmp_path / "faces.csv", b"someone's file\n")
@@ -132,7 +132,7 @@ def test_extract_output_below_a_file_is_refused(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------------------------- full disk
 def test_full_disk_while_writing_crops_stops_with_a_clear_error_and_leaves_no_index(tmp_path, monkeypatch):
-    from faceforge.data.face_index import INDEX_FILENAME, META_FILENAME
+    from faceforge.data.detection.face_index import INDEX_FILENAME, META_FILENAME
 
     monkeypatch.setattr(extract, "FaceDetector", CentreFaceDetector)
     root = make_dfdc(tmp_path / "dfdc", ["a"])
@@ -158,7 +158,7 @@ def test_full_disk_while_writing_crops_stops_with_a_clear_error_and_leaves_no_in
 
 
 def test_full_disk_while_writing_the_index_leaves_no_index(tmp_path, monkeypatch):
-    from faceforge.data.face_index import INDEX_FILENAME, META_FILENAME
+    from faceforge.data.detection.face_index import INDEX_FILENAME, META_FILENAME
 
     monkeypatch.setattr(extract, "FaceDetector", CentreFaceDetector)
     root = make_dfdc(tmp_path / "dfdc", ["a"])
@@ -172,8 +172,8 @@ def test_full_disk_while_writing_the_index_leaves_no_index(tmp_path, monkeypatch
 
 
 def test_full_disk_cli_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
-    from faceforge.data.face_index import INDEX_FILENAME
-    from faceforge.data.preprocess import cli
+    from faceforge.data.detection.extraction import cli
+    from faceforge.data.detection.face_index import INDEX_FILENAME
 
     monkeypatch.setattr(extract, "FaceDetector", CentreFaceDetector)
     root = make_dfdc(tmp_path / "dfdc", ["a"])
@@ -209,8 +209,8 @@ def _volume_args(root: Path, out: Path, fixtures_dir: Path) -> list[str]:
 
 @pytest.mark.fixtures
 def test_zero_byte_mat_is_skipped_as_unreadable_label(wlp_root, tmp_path, fixtures_dir, capsys):
-    from faceforge.data.preprocess_3d.cli import main
-    from faceforge.data.preprocess_3d.volumes import REPORT_FILENAME
+    from faceforge.data.reconstruction.cli import main
+    from faceforge.data.reconstruction.generation import REPORT_FILENAME
 
     out = tmp_path / "volumes"
     for _ in range(2):  # a rerun gives the same answer
@@ -227,8 +227,8 @@ def test_zero_byte_mat_is_skipped_as_unreadable_label(wlp_root, tmp_path, fixtur
 @pytest.mark.fixtures
 def test_rerun_retries_samples_an_earlier_run_failed_on(wlp_root, tmp_path, fixtures_dir, monkeypatch, capsys):
     """A shard that recorded an internal error (e.g. by an older faceforge) is regenerated, not reused."""
-    import faceforge.data.preprocess_3d.volumes as volumes
-    from faceforge.data.preprocess_3d.cli import main
+    import faceforge.data.reconstruction.generation as volumes
+    from faceforge.data.reconstruction.cli import main
 
     real_read = volumes.read_300wlp_mat
 

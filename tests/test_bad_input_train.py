@@ -14,10 +14,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from faceforge.data.datamodule import FaceDataModule
-from faceforge.data.datasets import CropReadWarning
-from faceforge.data.face_index import FaceIndex
-from faceforge.data.synthetic.detection import build_synthetic_detection
+from faceforge.data.detection.datamodule import FaceDataModule
+from faceforge.data.detection.face_index import FaceIndex
+from faceforge.data.detection.frames import CropReadWarning
+from faceforge.data.detection.synthetic import build_synthetic_detection
 from faceforge.errors import FaceforgeError
 from faceforge.models.meso import Meso4, ModelInputError
 from tests.test_config_errors import _meso4_checkpoint

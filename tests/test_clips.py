@@ -12,12 +12,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from faceforge.data.clips import ClipDataError, ClipFrameWarning, ClipLoadStats, FaceClipDataset, clip_positions
-from faceforge.data.datamodule import FaceDataModule
-from faceforge.data.datasets import TransformOutputError
-from faceforge.data.face_index import COLUMN_NAMES, FaceIndex
-from faceforge.data.image_io import ImageReadStats, read_rgb_image
-from faceforge.data.synthetic.detection import build_synthetic_detection
+from faceforge.data.core.image_io import ImageReadStats, read_rgb_image
+from faceforge.data.detection.clips import (
+    ClipDataError,
+    ClipFrameWarning,
+    ClipLoadStats,
+    FaceClipDataset,
+    clip_positions,
+)
+from faceforge.data.detection.datamodule import FaceDataModule
+from faceforge.data.detection.face_index import COLUMN_NAMES, FaceIndex
+from faceforge.data.detection.frames import TransformOutputError
+from faceforge.data.detection.synthetic import build_synthetic_detection
 
 SIZE = 48
 FRAMES = 8

@@ -95,9 +95,10 @@ def test_logger_none_trains(tmp_path: Path, project_root: Path) -> None:
 
 
 def test_the_pairing_check_passes_matching_pairs_and_unknown_targets() -> None:
-    check_model_data_pairing("faceforge.tasks.detection.DetectionTask", "faceforge.data.datamodule.FaceDataModule")
-    check_model_data_pairing("VolumeRegressionTask", "faceforge.data.volume_datamodule.VolumeDataModule")
-    check_model_data_pairing("my.OwnTask", "faceforge.data.datamodule.FaceDataModule")  # unknown: not checked
+    check_model_data_pairing("faceforge.tasks.detection.DetectionTask",
+                             "faceforge.data.detection.datamodule.FaceDataModule")
+    check_model_data_pairing("VolumeRegressionTask", "faceforge.data.reconstruction.datamodule.VolumeDataModule")
+    check_model_data_pairing("my.OwnTask", "faceforge.data.detection.datamodule.FaceDataModule")  # unknown: not checked
     with pytest.raises(RunConfigError, match="VolumeRegressionTask.*3D volume data.*FaceDataModule"):
         check_model_data_pairing("VolumeRegressionTask", "FaceDataModule")
 

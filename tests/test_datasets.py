@@ -13,12 +13,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from faceforge.data.crop_cache import CropCache
-from faceforge.data.datamodule import FaceDataError, FaceDataModule, SameSplitWarning
-from faceforge.data.datasets import FaceCropDataset, TransformOutputError
-from faceforge.data.face_index import FaceIndex
-from faceforge.data.image_io import ImageConversionWarning, ImageReadError, ImageReadStats, read_rgb_image, resize_image
-from faceforge.data.synthetic.detection import build_synthetic_detection
+from faceforge.data.core.image_io import (
+    ImageConversionWarning,
+    ImageReadError,
+    ImageReadStats,
+    read_rgb_image,
+    resize_image,
+)
+from faceforge.data.detection.crop_cache import CropCache
+from faceforge.data.detection.datamodule import FaceDataError, FaceDataModule, SameSplitWarning
+from faceforge.data.detection.face_index import FaceIndex
+from faceforge.data.detection.frames import FaceCropDataset, TransformOutputError
+from faceforge.data.detection.synthetic import build_synthetic_detection
 
 SIZE = 64
 

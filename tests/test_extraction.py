@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from faceforge.data.face_index import FaceIndex
-from faceforge.data.preprocess.crop import crop_face
-from faceforge.data.preprocess.sampling import sample_frame_indices
-from faceforge.data.preprocess.video import VideoDecodeError, probe_video, read_frames
+from faceforge.data.detection.extraction.crop import crop_face
+from faceforge.data.detection.extraction.sampling import sample_frame_indices
+from faceforge.data.detection.extraction.video import VideoDecodeError, probe_video, read_frames
+from faceforge.data.detection.face_index import FaceIndex
 
 FAKE, REAL = "abofeumbvv.mp4", "lynaeydofd.mp4"
 EXTRACT_KW = dict(num_frames=4, size=96, progress=False)
@@ -129,7 +129,7 @@ def test_read_frames_decodes_the_requested_frames(tmp_path):
 
 
 def test_prefetch_keeps_order_propagates_errors_and_stops_early():
-    from faceforge.data.preprocess.video import prefetch
+    from faceforge.data.detection.extraction.video import prefetch
 
     assert list(prefetch(range(50), depth=2)) == list(range(50))
 
@@ -168,7 +168,7 @@ def test_unreadable_videos_raise_video_decode_error(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- detector
 def test_detector_builds_offline_and_finds_no_face_in_gray(monkeypatch):
-    from faceforge.data.preprocess.detector import FaceDetector, FaceDetectorError
+    from faceforge.data.detection.extraction.detector import FaceDetector, FaceDetectorError
 
     def no_network(*args, **kwargs):
         raise AssertionError("the face detector tried to use the network")
@@ -186,7 +186,7 @@ def test_detector_builds_offline_and_finds_no_face_in_gray(monkeypatch):
 
 
 def test_detector_on_a_real_frame(fixtures_dir):
-    from faceforge.data.preprocess.detector import FaceDetector
+    from faceforge.data.detection.extraction.detector import FaceDetector
 
     (_, frame), = read_frames(fixtures_dir / "videos/dfdc" / REAL, [30])
     det_all = FaceDetector(keep=None).detect([frame])[0]
@@ -228,7 +228,7 @@ def dfdc_root(fixtures_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def extracted(dfdc_root, tmp_path_factory):
     """One extraction run (4 frames per video), shared by the pipeline tests."""
-    from faceforge.data.preprocess.extract import extract_dataset
+    from faceforge.data.detection.extraction.extract import extract_dataset
 
     out = tmp_path_factory.mktemp("faces")
     index = extract_dataset("dfdc", dfdc_root, out, **EXTRACT_KW)
@@ -274,8 +274,8 @@ def test_bad_videos_are_counted_not_fatal(extracted):
 
 
 def test_rerun_resumes_and_rebuilds_the_identical_index(extracted, dfdc_root):
-    from faceforge.data.preprocess.extract import extract_faces
-    from faceforge.data.readers import read_dataset
+    from faceforge.data.detection.extraction.extract import extract_faces
+    from faceforge.data.detection.readers import read_dataset
 
     out, _, _ = extracted
     csv_before = (out / "face_index.csv").read_bytes()
@@ -295,7 +295,7 @@ def test_rerun_resumes_and_rebuilds_the_identical_index(extracted, dfdc_root):
 
 
 def test_rerun_with_other_settings_is_refused(extracted, dfdc_root):
-    from faceforge.data.preprocess.extract import ExtractionSettingsError, extract_dataset
+    from faceforge.data.detection.extraction.extract import ExtractionSettingsError, extract_dataset
 
     out, _, _ = extracted
     with pytest.raises(ExtractionSettingsError) as err:
@@ -304,7 +304,7 @@ def test_rerun_with_other_settings_is_refused(extracted, dfdc_root):
 
 
 def test_cli_runs_in_process(extracted, dfdc_root, capsys):
-    from faceforge.data.preprocess.cli import main
+    from faceforge.data.detection.extraction.cli import main
 
     out, _, _ = extracted
     csv_before = (out / "face_index.csv").read_bytes()
@@ -323,7 +323,7 @@ def test_cli_runs_in_process(extracted, dfdc_root, capsys):
 
 
 def test_cli_fresh_run(tmp_path, fixtures_dir, capsys):
-    from faceforge.data.preprocess.cli import main
+    from faceforge.data.detection.extraction.cli import main
 
     root = tmp_path / "dfdc"
     root.mkdir()
@@ -344,7 +344,7 @@ def test_cli_fresh_run(tmp_path, fixtures_dir, capsys):
 
 
 def test_parallel_workers_give_the_same_index(extracted, dfdc_root, tmp_path):
-    from faceforge.data.preprocess.extract import extract_dataset
+    from faceforge.data.detection.extraction.extract import extract_dataset
 
     out, _, _ = extracted
     par = tmp_path / "parallel"

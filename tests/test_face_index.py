@@ -4,7 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faceforge.data.face_index import COLUMN_NAMES, INDEX_FILENAME, FaceIndex, FaceIndexError, format_landmarks
+from faceforge.data.detection.face_index import (
+    COLUMN_NAMES,
+    INDEX_FILENAME,
+    FaceIndex,
+    FaceIndexError,
+    format_landmarks,
+)
 
 
 def _row(video: str, frame: int, label: int = 1, split: str = "train") -> dict:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from faceforge.data.datamodule import FaceDataError, FaceDataModule
-from faceforge.data.prepared import BUILD_RECORD
-from faceforge.data.synthetic.detection import build_synthetic_detection
+from faceforge.data.core.prepared import BUILD_RECORD
+from faceforge.data.detection.datamodule import FaceDataError, FaceDataModule
+from faceforge.data.detection.synthetic import build_synthetic_detection
 
 
 def _builder(**kw):

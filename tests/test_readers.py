@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from faceforge.data.readers import READERS, DatasetLayoutError, assign_split, read_dataset, stable_unit_hash
-from faceforge.data.readers.celebdf import read_celebdf
-from faceforge.data.readers.dfdc import read_dfdc
-from faceforge.data.readers.ffpp import read_ffpp
+from faceforge.data.detection.readers import READERS, DatasetLayoutError, assign_split, read_dataset, stable_unit_hash
+from faceforge.data.detection.readers.celebdf import read_celebdf
+from faceforge.data.detection.readers.dfdc import read_dfdc
+from faceforge.data.detection.readers.ffpp import read_ffpp
 
 
 def touch(path: Path, data: bytes = b"") -> Path:

@@ -18,9 +18,9 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from faceforge.data.synthetic.reconstruction import build_synthetic_reconstruction
-from faceforge.data.volume_datamodule import VolumeDataModule
-from faceforge.data.volumes.storage import decode_runs
+from faceforge.data.reconstruction.datamodule import VolumeDataModule
+from faceforge.data.reconstruction.store import decode_runs
+from faceforge.data.reconstruction.synthetic import build_synthetic_reconstruction
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.metrics.reconstruction import volumetric_iou
 from faceforge.models.vrn import VRN, VRNGuided, gaussian_heatmaps

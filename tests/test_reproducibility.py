@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from faceforge.data.datamodule import FaceDataModule
-from faceforge.data.sampler import EpochSampler, ResumableDataLoader, build_train_loader, split_key
-from faceforge.data.synthetic.detection import build_synthetic_detection
+from faceforge.data.core.sampler import EpochSampler, ResumableDataLoader, build_train_loader, split_key
+from faceforge.data.detection.datamodule import FaceDataModule
+from faceforge.data.detection.synthetic import build_synthetic_detection
 from faceforge.utils.seeding import derive_seed, item_rng
 from tests.cli import run_cli
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from faceforge.data.face_index import COLUMN_NAMES, INDEX_FILENAME, META_FILENAME, FaceIndex
-from faceforge.data.image_io import read_rgb_image
-from faceforge.data.synthetic import detection
-from faceforge.data.synthetic.detection import build_synthetic_detection
-from faceforge.data.synthetic.faces import (
+from faceforge.data.core.image_io import read_rgb_image
+from faceforge.data.detection import synthetic as detection
+from faceforge.data.detection.face_index import COLUMN_NAMES, INDEX_FILENAME, META_FILENAME, FaceIndex
+from faceforge.data.detection.synthetic import build_synthetic_detection
+from faceforge.data.detection.synthetic_faces import (
     FramePose,
     capture,
     render_background,

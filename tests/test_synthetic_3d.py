@@ -1,4 +1,4 @@
-"""Tests of the embedded 3D dataset (faceforge.data.synthetic.reconstruction).
+"""Tests of the embedded 3D dataset (faceforge.data.reconstruction.synthetic).
 
 It must be written in exactly the form volume generation writes (so the same readers serve it), be deterministic
 per seed, and its ground truth must be exact: the stored volume is the z-buffer of the face mesh (recomputed here
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceforge.data.preprocess_3d import INDEX_COLUMNS, open_volume_store, read_volume_index
-from faceforge.data.synthetic.reconstruction import (
+from faceforge.data.reconstruction.generation import INDEX_COLUMNS, open_volume_store, read_volume_index
+from faceforge.data.reconstruction.synthetic import (
     build_synthetic_reconstruction,
     face_grid,
     jitter_crop_frame,
@@ -108,7 +108,7 @@ def test_landmarks_are_points_of_the_surface(index: int) -> None:
 
 
 def test_landmark_semantics_follow_ibug_68() -> None:
-    from faceforge.data.volume_augment import FLIP_PERMUTATION_68
+    from faceforge.data.reconstruction.augment import FLIP_PERMUTATION_68
 
     rng = np.random.default_rng(0)
     for _ in range(200):

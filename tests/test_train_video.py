@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceforge.data.face_index import FaceIndex
+from faceforge.data.detection.face_index import FaceIndex
 from faceforge.models.resnext_lstm import ResNeXtLSTM
 from faceforge.tasks.detection import DetectionTask
 from faceforge.tasks.optim import OptimConfigError
@@ -160,9 +160,9 @@ REAL_VIDEOS = {  # file -> (source under fixtures_dir/videos, DFDC label)
 @pytest.mark.slow
 def test_real_videos_extract_train_and_evaluate(fixtures_dir, tmp_path, project_root) -> None:
     try:
-        from faceforge.data.preprocess.extract import extract_dataset
+        from faceforge.data.detection.extraction.extract import extract_dataset
     except ImportError as exc:  # pragma: no cover - the extraction module is written by another change
-        pytest.skip(f"faceforge.data.preprocess.extract is not importable yet ({exc})")
+        pytest.skip(f"faceforge.data.detection.extraction.extract is not importable yet ({exc})")
     root = tmp_path / "dfdc"
     root.mkdir()
     metadata = {}

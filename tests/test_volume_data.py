@@ -1,4 +1,4 @@
-"""Tests of the VRN data path: the thesis augmentation (faceforge.data.volume_augment) and VolumeDataModule.
+"""Tests of the VRN data path: the thesis augmentation (faceforge.data.reconstruction.augment) and VolumeDataModule.
 
 The samples come from the synthetic 3D builder (exact ground truth: its landmarks are points of the voxelised
 surface), so consistency can be checked exactly: after an augmentation the landmarks must still sit on the volume's
@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceforge.data.synthetic.reconstruction import build_synthetic_reconstruction
-from faceforge.data.volume_augment import (
+from faceforge.data.reconstruction.augment import (
     FLIP_PERMUTATION_68,
     AugmentationConfigError,
     AugmentationParams,
@@ -24,8 +23,9 @@ from faceforge.data.volume_augment import (
     apply_augmentation,
     warp_runs,
 )
-from faceforge.data.volume_datamodule import VolumeDataError, VolumeDataModule
-from faceforge.data.volumes.storage import decode_runs
+from faceforge.data.reconstruction.datamodule import VolumeDataError, VolumeDataModule
+from faceforge.data.reconstruction.store import decode_runs
+from faceforge.data.reconstruction.synthetic import build_synthetic_reconstruction
 from faceforge.geometry.volume_mesh import sample_image_bilinear
 
 SIZE = 64

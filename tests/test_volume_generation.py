@@ -1,4 +1,4 @@
-"""Tests of faceforge.data.preprocess_3d: 300W-LP / AFLW2000-3D samples -> stored VRN volumes.
+"""Tests of faceforge.data.reconstruction.generation: 300W-LP / AFLW2000-3D samples -> stored VRN volumes.
 
 The tree is built in a temporary folder from the real fixture files (one 300W-LP sample, also copied into an
 ``IBUG_Flip`` folder, three AFLW2000-3D samples in a flat folder) plus broken copies of them (missing key, NaN, wrong
@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from faceforge.data.preprocess_3d import (
+from faceforge.data.reconstruction.cli import main
+from faceforge.data.reconstruction.generation import (
+    INDEX_FILENAME,
+    REPORT_FILENAME,
     VolumeGenerationConfig,
     VolumeReport,
     face_mesh_from_label,
@@ -26,9 +29,7 @@ from faceforge.data.preprocess_3d import (
     open_volume_store,
     read_volume_index,
 )
-from faceforge.data.preprocess_3d.cli import main
-from faceforge.data.preprocess_3d.volumes import INDEX_FILENAME, REPORT_FILENAME
-from faceforge.data.volumes import DENSE_BYTES_PER_SAMPLE, VolumeStoreError
+from faceforge.data.reconstruction.store import DENSE_BYTES_PER_SAMPLE, VolumeStoreError
 from faceforge.geometry import MorphableModel, MorphableModelError, load_3ddfa_mean_shape, read_300wlp_mat
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import crop_image_to_frame, load_noneck_topology

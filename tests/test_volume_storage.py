@@ -1,4 +1,4 @@
-"""Tests of faceforge.data.volumes.storage: run encoding, decoding, the HDF5 volume store and its failure modes."""
+"""Tests of faceforge.data.reconstruction.store: run encoding, decoding, the HDF5 volume store and its failure modes."""
 from __future__ import annotations
 
 import pickle
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceforge.data.volumes import (
+from faceforge.data.reconstruction.store import (
     DENSE_BYTES_PER_SAMPLE,
     EncodedVolume,
     VolumeEncodingError,
@@ -19,9 +19,9 @@ from faceforge.data.volumes import (
     VolumeStoreWriter,
     decode_runs,
     decode_volume,
+    decode_volume_numpy,
     encode_volume,
 )
-from faceforge.data.volumes.storage import decode_volume_numpy
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import face_columns, voxelize_face
 

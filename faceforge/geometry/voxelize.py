@@ -26,7 +26,7 @@ coordinates):
    depth of the nearest surface (the largest ``k``) and the footprint mask.
 4. :func:`face_columns` / :func:`voxelize_face`: voxel ``(k, v, u)`` is filled iff pixel ``(u, v)`` is inside the
    projected face and ``k <= front(v, u)``, i.e. the voxel centre lies on or behind the visible surface. Every
-   column is therefore a single run ``[0, floor(front)]``, which :mod:`faceforge.data.volumes.storage` stores as a
+   column is therefore a single run ``[0, floor(front)]``, which :mod:`faceforge.data.reconstruction.store` stores as a
    height map.
 
 Mesh coordinates: ``vertices_img`` are (x, y, z) source-image pixels as returned by

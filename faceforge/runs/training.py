@@ -2,7 +2,7 @@
 on validation (never on test); write provenance and metrics into the run directory.
 
 What a run guarantees (CPU, same command, same seed; see :mod:`faceforge.utils.seeding`,
-:mod:`faceforge.data.sampler`, :mod:`faceforge.runs.callbacks`, :mod:`faceforge.runs.resume`):
+:mod:`faceforge.data.core.sampler`, :mod:`faceforge.runs.callbacks`, :mod:`faceforge.runs.resume`):
 
 * **Same seed, same numbers.** The network is initialised from the seed; the training order of epoch ``e`` comes
   from ``(seed, e)``, each sample's augmentation and clip offsets from ``(seed, e, index)``, dropout from ``(seed,

@@ -5,9 +5,11 @@ The task owns the loss, the metrics and the optimisation; the wrapped network is
 float images in [0, 1] of shape (B, 3, H, W) to logits for "fake" of shape (B,) (or (B, 1)), or, for video models,
 float clips (B, T, 3, H, W) and ``lengths`` (B,) to (B,) logits (``net(clips, lengths=lengths)``).
 
-Batches are dicts from :class:`faceforge.data.datasets.FaceCropDataset`: ``image`` uint8 (B, 3, H, W) (converted to
+Batches are dicts from :class:`faceforge.data.detection.frames.FaceCropDataset`: ``image`` uint8 (B, 3, H, W)
+(converted to
 float and scaled by 1/255 here, on the device), ``label`` int64 (B,) with 1 = fake, ``video_idx`` and
-``method_idx`` int64 (B,); or from :class:`faceforge.data.clips.FaceClipDataset`: ``image`` uint8 (B, T, 3, H, W)
+``method_idx`` int64 (B,); or from :class:`faceforge.data.detection.clips.FaceClipDataset`: ``image`` uint8 (B, T, 3,
+H, W)
 plus ``lengths`` int64 (B,) (valid frames per clip; the network ignores the padding). A batch with ``lengths`` is
 a clip batch. Each clip carries its video's ``video_idx``, so "frame-level" metrics below are clip-level for clip
 batches, and video-level metrics aggregate the clips of each video.

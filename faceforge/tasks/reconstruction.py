@@ -12,9 +12,9 @@ The task owns the losses, the metrics, the optimisation and the meshes; the wrap
   heatmaps guide the reconstruction (``net(images)``);
 * ``variant="multitask"``: :class:`~faceforge.models.vrn.VRNMultitask`, one trunk, volume + 68 heatmaps.
 
-Batches come from :class:`faceforge.data.volume_datamodule.VolumeDataModule`: ``image`` uint8 (B, 3, S, S)
+Batches come from :class:`faceforge.data.reconstruction.datamodule.VolumeDataModule`: ``image`` uint8 (B, 3, S, S)
 (scaled to [0, 1] here, on the device), the target volume as run maps ``start`` / ``stop`` (B, S, S) with its
-``depth`` (B,) (decoded on the device with :func:`~faceforge.data.volumes.storage.decode_runs`), ``landmarks``
+``depth`` (B,) (decoded on the device with :func:`~faceforge.data.reconstruction.store.decode_runs`), ``landmarks``
 (B, 68, 2) crop pixels (NaN unknown), ``frame`` (B, 5) (crop <- source-image similarity, NaN when unknown),
 ``yaw`` (B,) radians and ``index`` (B,).
 
@@ -54,7 +54,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from faceforge.data.volumes.storage import decode_runs
+from faceforge.data.reconstruction.store import decode_runs
 from faceforge.errors import FaceforgeError
 from faceforge.losses.heatmap import heatmap_mse_loss
 from faceforge.losses.volumetric import volumetric_bce_loss
@@ -98,7 +98,7 @@ class ReconstructionTaskError(FaceforgeError, ValueError):
 
 class TrainStatistics(Protocol):
     """What the task reads of a data module's ``train_statistics()`` (e.g.
-    :class:`faceforge.data.volume_statistics.TrainStatistics`).
+    :class:`faceforge.data.reconstruction.statistics.TrainStatistics`).
 
     Attributes:
         mean_occupancy: (D, S, S) float per-voxel occupancy frequency of the training volumes, in [0, 1].
@@ -567,7 +567,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         import csv
         import io
 
-        from faceforge.data.face_index import format_landmarks
+        from faceforge.data.detection.face_index import format_landmarks
         from faceforge.utils.atomic import atomic_write_text
 
         out = self.test_outputs

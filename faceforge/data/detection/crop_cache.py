@@ -1,9 +1,9 @@
 """A packed, decode-free cache of face crops: one uint8 ``(N, S, S, 3)`` NumPy memmap per face index and size.
 
 Decoding a PNG/JPEG crop costs about a millisecond per sample, every epoch, in every worker. :class:`CropCache`
-decodes every crop of an index ONCE (with :func:`faceforge.data.image_io.read_rgb_image`), resizes it to
+decodes every crop of an index ONCE (with :func:`faceforge.data.core.image_io.read_rgb_image`), resizes it to
 ``image_size`` x ``image_size`` (crops of another size are stretched with
-:func:`faceforge.data.image_io.resize_image`, INTER_AREA by default), and packs the rows into a single ``.npy``
+:func:`faceforge.data.core.image_io.resize_image`, INTER_AREA by default), and packs the rows into a single ``.npy``
 file that is then read with ``np.load(mmap_mode="r")``: a training sample is a 196 KB memory copy (at 256 px)
 from the page cache, no decoding.
 
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from faceforge.data.face_index import FaceIndex
-from faceforge.data.image_io import INTERPOLATIONS, ImageReadError, ImageReadStats, read_rgb_image, resize_image
+from faceforge.data.core.image_io import INTERPOLATIONS, ImageReadError, ImageReadStats, read_rgb_image, resize_image
+from faceforge.data.detection.face_index import FaceIndex
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_path, atomic_write_json
 
@@ -59,7 +59,7 @@ class CropCache:
         index: the face index whose crops to pack (row order is kept).
         image_size: side ``S`` of the square cached crops, pixels.
         cache_dir: folder of the cache files (default ``<index.root>/cache``).
-        interpolation: how crops of another size are resized (see :func:`~faceforge.data.image_io.resize_image`).
+        interpolation: how crops of another size are resized (see :func:`~faceforge.data.core.image_io.resize_image`).
         num_threads: decoding threads while building (default ``min(8, os.cpu_count())``).
 
     Raises:
@@ -135,7 +135,7 @@ class CropCache:
     def ensure(self) -> CropCache:
         """Build the cache file if it is missing (or stale), else load its side-car. Returns ``self``.
 
-        Crops that cannot be decoded (:class:`~faceforge.data.image_io.ImageReadError`) are stored as zeros and
+        Crops that cannot be decoded (:class:`~faceforge.data.core.image_io.ImageReadError`) are stored as zeros and
         listed in :attr:`errors` (callers drop those rows and count them in their report).
 
         Raises:

@@ -14,7 +14,8 @@ fake). Labels are taken from the folder; a list flag that disagrees with the fol
 skipped: a test video it fails to name would otherwise land in ``train``.
 
 Splits: listed videos are ``test`` (the official list is kept as published, for comparability with papers).
-The rest go to ``train``/``val`` by :func:`~faceforge.data.readers.assign_split` of their group: a fake is grouped
+The rest go to ``train``/``val`` by :func:`~faceforge.data.detection.readers.assign_split` of their group: a fake is
+grouped
 with its target real video ``Celeb-real/idA_NNNN`` (``source_id = celebdf/idA_NNNN``), a YouTube video forms its
 own group (``celebdf/youtube/NNNNN``). Train and val therefore never separate a group; where the official list
 itself puts part of a group in test, that group straddles test and train/val (a warning is logged with the count).
@@ -27,8 +28,14 @@ import logging
 import re
 from pathlib import Path
 
-from faceforge.data.readers import DatasetLayoutError, assign_split, check_fractions, list_videos, require_root
-from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.data.core.records import ReaderReport, VideoRecord
+from faceforge.data.detection.readers import (
+    DatasetLayoutError,
+    assign_split,
+    check_fractions,
+    list_videos,
+    require_root,
+)
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ seeded :class:`numpy.random.Generator` and :func:`apply_augmentation` applies th
   resampled with it (bilinear, black outside, OpenCV), the landmarks are mapped by it, and so are the volume's
   columns.
 * **The volume stays in its stored form.** A VRN volume is "filled from the face surface backwards": one run of
-  filled voxels ``[start, stop)`` per column (:mod:`faceforge.data.volumes.storage`). A similarity in the image
+  filled voxels ``[start, stop)`` per column (:mod:`faceforge.data.reconstruction.store`). A similarity in the image
   plane moves whole columns, so each output column takes the run of the source column nearest to
   ``M^-1 (u', v')`` (nearest-neighbour, no blending: the result is again exactly one run per column and decodes
-  with :func:`~faceforge.data.volumes.storage.decode_runs`). Columns that come from outside the crop are empty.
+  with :func:`~faceforge.data.reconstruction.store.decode_runs`). Columns that come from outside the crop are empty.
   A rotation about the viewing axis, a translation and a flip keep every column's depths: on the maps they are
   exact up to the nearest-neighbour resampling of the columns.
 * **Depth scales with the in-plane scale.** Voxels are isotropic (``depth_scale`` levels per crop pixel), so an
@@ -219,7 +219,7 @@ def apply_augmentation(image: np.ndarray, start: np.ndarray, stop: np.ndarray, d
 
     Args:
         image: (S, S, 3) uint8 RGB crop.
-        start, stop: (S, S) integer run maps of the volume (:mod:`faceforge.data.volumes.storage`).
+        start, stop: (S, S) integer run maps of the volume (:mod:`faceforge.data.reconstruction.store`).
         depth: D, the volume's depth levels.
         params: the draw (:meth:`VolumeAugmentation.sample`).
         landmarks: optional (68, 2) crop pixels (68 points needed when ``params.flip``).

@@ -1,6 +1,6 @@
 """The face index: one row per extracted face crop, shared by every detection dataset.
 
-Face extraction (:mod:`faceforge.data.preprocess`), the synthetic generator and the image-folder reader all
+Face extraction (:mod:`faceforge.data.detection.extraction`), the synthetic generator and the image-folder reader all
 write this one format; the Datasets and DataModules read only it. On disk it is a CSV file
 (``face_index.csv``) with the columns of :data:`FACE_INDEX_COLUMNS` and a JSON side-car
 (``face_index.meta.json``) that records how it was made (dataset, root, sampling, detector, counts).

@@ -2,14 +2,15 @@
 
 :class:`FaceDataModule` reads ``<faces_dir>/face_index.csv`` (written by face extraction, or by the synthetic
 generator for ``data=synthetic``), checks the crops, filters and subsamples rows, packs the crops into a
-:class:`~faceforge.data.crop_cache.CropCache` and serves train / val / test loaders split by the index's
+:class:`~faceforge.data.detection.crop_cache.CropCache` and serves train / val / test loaders split by the index's
 ``split`` column. It knows nothing of models.
 
 * Frames (``clip_length=None``, the default): :class:`FaceCropDataset`; batches are dicts of ``image`` (uint8
   ``(B, 3, S, S)``: float conversion and normalisation are done on the device by the task), ``label``,
   ``video_idx``, ``method_idx`` and ``index`` (int64 ``(B,)``).
-* Clips (``clip_length=T``): :class:`~faceforge.data.clips.FaceClipDataset` over the same index and cache (one
-  item = ``clips_per_video`` clips of ``T`` faces of a video, see :mod:`faceforge.data.clips` for sampling, short
+* Clips (``clip_length=T``): :class:`~faceforge.data.detection.clips.FaceClipDataset` over the same index and cache (one
+  item = ``clips_per_video`` clips of ``T`` faces of a video, see :mod:`faceforge.data.detection.clips` for sampling,
+  short
   videos and unreadable crops); batches add ``lengths`` (int64 ``(B,)``, valid frames) and ``frame_index``
   (int64 ``(B, T)``), and ``image`` is uint8 ``(B, T, 3, S, S)``.
 """
@@ -28,12 +29,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from faceforge.data.clips import CLIP_SAMPLINGS, FaceClipDataset
-from faceforge.data.crop_cache import CropCache
-from faceforge.data.datasets import FaceCropDataset
-from faceforge.data.face_index import INDEX_FILENAME, META_FILENAME, SPLITS, FaceIndex
-from faceforge.data.prepared import ensure_built
-from faceforge.data.sampler import build_train_loader
+from faceforge.data.core.prepared import ensure_built
+from faceforge.data.core.sampler import build_train_loader
+from faceforge.data.detection.clips import CLIP_SAMPLINGS, FaceClipDataset
+from faceforge.data.detection.crop_cache import CropCache
+from faceforge.data.detection.face_index import INDEX_FILENAME, META_FILENAME, SPLITS, FaceIndex
+from faceforge.data.detection.frames import FaceCropDataset
 from faceforge.errors import FaceforgeError
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class FaceDataModule(pl.LightningDataModule):
         pin_memory: pin host memory of batches (for GPU training).
         persistent_workers: keep workers alive between epochs (used only when ``num_workers > 0``).
         train_transform: albumentations transform for training (uint8 HWC RGB in and out; see
-            :class:`~faceforge.data.datasets.FaceCropDataset`).
+            :class:`~faceforge.data.detection.frames.FaceCropDataset`).
         eval_transform: albumentations transform for validation and test.
         balance_classes: sample training faces with replacement (``len(train)`` draws per epoch, seeded by
             ``(seed, epoch)``) with weights 1 / class count, so that real and fake faces have equal expected
@@ -78,11 +79,12 @@ class FaceDataModule(pl.LightningDataModule):
         cache_crops: pack the crops into a uint8 memmap cache (built once in ``<faces_dir>/cache/``); False
             decodes crop files on the fly.
         image_size: side of the square images served, pixels (crops of another size are resized, see
-            :func:`~faceforge.data.image_io.resize_image`).
+            :func:`~faceforge.data.core.image_io.resize_image`).
         seed: seed of the training order (per epoch), of the augmentation and of the training clips' frame draws
             (per epoch and sample).
         clip_length: None (default) serves single face crops; an int ``T`` serves clips of ``T`` faces per video
-            (:class:`~faceforge.data.clips.FaceClipDataset`; only the most confident face of each frame is used,
+            (:class:`~faceforge.data.detection.clips.FaceClipDataset`; only the most confident face of each frame is
+            used,
             ``max_faces_per_video`` then limits the frames a clip is drawn from).
         clip_sampling: ``"evenly"`` (``T`` frames evenly spaced over the video, seeded jitter in training,
             segment centres for val/test) or ``"contiguous"`` (a run of ``T`` consecutive extracted frames).
@@ -94,7 +96,8 @@ class FaceDataModule(pl.LightningDataModule):
         method_names: sorted unique ``method`` of the whole index; ``method_idx`` indexes it.
         video_lookup, method_lookup: the inverse dicts.
         train_dataset, val_dataset, test_dataset: :class:`FaceCropDataset`, or
-            :class:`~faceforge.data.clips.FaceClipDataset` with ``clip_length`` (``test_dataset`` may be None).
+            :class:`~faceforge.data.detection.clips.FaceClipDataset` with ``clip_length`` (``test_dataset`` may be
+            None).
         split_indexes: split name -> :class:`FaceIndex` of the rows served.
         cache: the :class:`CropCache` or None.
         report: JSON-able dict of what was read, skipped and why (the train script logs it); with clips,
@@ -186,7 +189,7 @@ class FaceDataModule(pl.LightningDataModule):
         """Make sure the face index exists: call ``builder(output_dir=Path(faces_dir))`` once if it is absent.
 
         Runs in one process per node (Lightning's rule). Does nothing when the index is already there, except
-        refusing a folder built with other builder settings than this run's (see :mod:`faceforge.data.prepared`).
+        refusing a folder built with other builder settings than this run's (see :mod:`faceforge.data.core.prepared`).
 
         Raises:
             FaceDataError: the index is absent and there is no builder, the builder did not write it, or the folder
@@ -226,8 +229,8 @@ class FaceDataModule(pl.LightningDataModule):
         Raises:
             FaceDataError: no index (call :meth:`prepare_data` / extract faces), an empty train or val split, or
                 ``methods`` naming a method absent from the index.
-            faceforge.data.face_index.FaceIndexError: malformed index file.
-            faceforge.data.crop_cache.CropCacheError: the cache cannot be written (e.g. disk full).
+            faceforge.data.detection.face_index.FaceIndexError: malformed index file.
+            faceforge.data.detection.crop_cache.CropCacheError: the cache cannot be written (e.g. disk full).
         """
         if self._is_setup:
             return
@@ -292,7 +295,7 @@ class FaceDataModule(pl.LightningDataModule):
             report["subsampled_away"] = 0
 
         # the crop cache (decodes every crop once: unreadable crops are found here, skipped and counted; clips
-        # keep their rows and substitute a readable neighbour, see faceforge.data.clips)
+        # keep their rows and substitute a readable neighbour, see faceforge.data.detection.clips)
         self.cache = None
         report["unreadable_crops"] = 0
         report["unreadable_examples"] = []
@@ -362,7 +365,7 @@ class FaceDataModule(pl.LightningDataModule):
     def load_report(self) -> dict[str, Any]:
         """Crops found unreadable while loading (``cache_crops=false``; with the cache they are found, skipped
         and counted in :attr:`report` at :meth:`setup`): per split, see
-        :meth:`~faceforge.data.datasets.FaceCropDataset.load_report`. Empty before setup, with the cache, or
+        :meth:`~faceforge.data.detection.frames.FaceCropDataset.load_report`. Empty before setup, with the cache, or
         with clips (their counts are in ``report["clips"]``).
 
         Returns:
@@ -395,7 +398,8 @@ class FaceDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled (or class-balanced) training loader; drops the last partial batch if there is more than one.
 
-        A :class:`~faceforge.data.sampler.ResumableDataLoader` over an :class:`~faceforge.data.sampler.EpochSampler`:
+        A :class:`~faceforge.data.core.sampler.ResumableDataLoader` over an
+        :class:`~faceforge.data.core.sampler.EpochSampler`:
         epoch ``e``'s order and every sample's augmentation (and clip offsets) are functions of ``(seed, e, index)``,
         the same with any ``num_workers``, and a run stopped mid-epoch resumes at the next batch.
         """

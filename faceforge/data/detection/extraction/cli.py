@@ -27,8 +27,8 @@ _READER_OPTIONS = {"val_fraction": "val_fraction", "test_fraction": "test_fracti
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``faceforge-extract-faces``."""
-    from faceforge.data.preprocess.detector import DEFAULT_FACTOR, DEFAULT_MIN_FACE_FRACTION
-    from faceforge.data.readers import READERS
+    from faceforge.data.detection.extraction.detector import DEFAULT_FACTOR, DEFAULT_MIN_FACE_FRACTION
+    from faceforge.data.detection.readers import READERS
 
     p = argparse.ArgumentParser(prog=PROG, description="Extract face crops (MTCNN) from the videos of an official "
                                 "dataset layout and write a face index (face_index.csv). Resumable: rerun the "
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    from faceforge.data.readers import READERS
+    from faceforge.data.detection.readers import READERS
 
     accepted = inspect.signature(READERS[args.dataset]).parameters
     out: dict[str, Any] = {}
@@ -101,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    from faceforge.data.preprocess.detector import FaceDetectorError
-    from faceforge.data.preprocess.extract import check_output_dir, extract_faces
-    from faceforge.data.readers import read_dataset
+    from faceforge.data.detection.extraction.detector import FaceDetectorError
+    from faceforge.data.detection.extraction.extract import check_output_dir, extract_faces
+    from faceforge.data.detection.readers import read_dataset
     from faceforge.errors import FaceforgeError
 
     try:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from faceforge.data.crop_cache import CropCache
-from faceforge.data.face_index import FaceIndex
-from faceforge.data.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
-from faceforge.data.sampler import split_key
+from faceforge.data.core.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
+from faceforge.data.core.sampler import split_key
+from faceforge.data.detection.crop_cache import CropCache
+from faceforge.data.detection.face_index import FaceIndex
 from faceforge.errors import FaceforgeError
 from faceforge.utils.counters import EventCounter
 from faceforge.utils.seeding import AUGMENT, derive_seed, seed_transform
@@ -92,13 +92,13 @@ class FaceCropDataset(Dataset):
             and normalisation are done on the device by the Lightning task). Before each call it is seeded with
             ``derive_seed(seed, AUGMENT, epoch, index)`` (:func:`~faceforge.utils.seeding.seed_transform`), so a
             sample's augmentation depends only on the seed, the epoch and the sample, in any process.
-        cache: a :class:`~faceforge.data.crop_cache.CropCache` (after ``ensure()``) that holds the crops of
+        cache: a :class:`~faceforge.data.detection.crop_cache.CropCache` (after ``ensure()``) that holds the crops of
             ``index``; pixels are then read from it instead of decoding files.
         image_size: without a cache, crops of another size are resized to ``image_size`` x ``image_size`` (the
             same resize the cache applies, so both paths give identical pixels); None keeps the stored size (a
             batch then needs equal sizes or a resizing transform). With a cache it must be None or equal the
             cache's size.
-        interpolation: resize rule without a cache (see :func:`~faceforge.data.image_io.resize_image`).
+        interpolation: resize rule without a cache (see :func:`~faceforge.data.core.image_io.resize_image`).
         seed: the run's seed (augmentation draws).
 
     Unreadable crops (no cache; with a cache they were found and skipped when it was built): a crop that cannot be
@@ -108,7 +108,7 @@ class FaceCropDataset(Dataset):
     ``num_workers``. It is warned (the first few per process, naming the file) and counted in shared memory, so
     that :meth:`load_report` in the main process also sees what forked DataLoader workers met.
 
-    Keys: ``dataset[i]`` or ``dataset[(epoch, i)]`` (what :class:`~faceforge.data.sampler.EpochSampler` yields);
+    Keys: ``dataset[i]`` or ``dataset[(epoch, i)]`` (what :class:`~faceforge.data.core.sampler.EpochSampler` yields);
     a bare index uses :attr:`epoch` (0 unless :meth:`set_epoch` was called).
 
     Item (``__getitem__``) -> dict:
@@ -118,7 +118,7 @@ class FaceCropDataset(Dataset):
     Raises:
         KeyError: at construction if a video_id or method is not in its lookup.
         ValueError: if ``image_size`` disagrees with the cache's.
-        faceforge.data.crop_cache.CropCacheError: if a crop is not in ``cache``.
+        faceforge.data.detection.crop_cache.CropCacheError: if a crop is not in ``cache``.
         CropDataError: from ``__getitem__`` when a crop file cannot be read (no cache) and no other crop can.
         TransformOutputError: from ``__getitem__`` when the transform returns anything but an (H, W, 3) uint8
             array.
@@ -155,14 +155,15 @@ class FaceCropDataset(Dataset):
         return len(self.labels)
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch of bare-index keys (keys from :class:`~faceforge.data.sampler.EpochSampler` carry their own)."""
+        """The epoch of bare-index keys (keys from :class:`~faceforge.data.core.sampler.EpochSampler` carry their
+        own)."""
         self.epoch = int(epoch)
 
     def load_image(self, i: int) -> np.ndarray:
         """Row ``i``'s crop as an RGB uint8 ``(H, W, 3)`` array, before the transform (from the cache if any).
 
         Raises:
-            faceforge.data.image_io.ImageReadError: the crop file cannot be read (no cache).
+            faceforge.data.core.image_io.ImageReadError: the crop file cannot be read (no cache).
         """
         if self.cache is not None:
             return self.cache.get(int(self.cache_rows[i]))  # type: ignore[index]

@@ -9,9 +9,10 @@ al., ICCV 2017, Sec. 3.1) trains on:
    (:func:`faceforge.geometry.voxelize.crop_frame_from_points`), applied to both the image and the mesh;
 3. the 200x192x192 volume "filled from the face surface backwards" with the mouth capped
    (:func:`faceforge.geometry.voxelize.face_columns`), checked and encoded as one run per column
-   (:func:`faceforge.data.volumes.storage.encode_volume`);
+   (:func:`faceforge.data.reconstruction.store.encode_volume`);
 4. the 192x192 crop (JPEG by default), the frame, the 68 landmarks in crop pixels and the model's 68 landmarks in
-   volume coordinates, all stored with the volume in HDF5 (:class:`faceforge.data.volumes.storage.VolumeStoreWriter`).
+   volume coordinates, all stored with the volume in HDF5
+   (:class:`faceforge.data.reconstruction.store.VolumeStoreWriter`).
 
 What the mesh can represent depends on the morphable model (:func:`face_mesh_from_label`):
 
@@ -69,9 +70,9 @@ from typing import Any
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from faceforge.data.face_index import format_landmarks
-from faceforge.data.image_io import ImageReadError, read_rgb_image
-from faceforge.data.volumes.storage import (
+from faceforge.data.core.image_io import ImageReadError, read_rgb_image
+from faceforge.data.detection.face_index import format_landmarks
+from faceforge.data.reconstruction.store import (
     DENSE_BYTES_PER_SAMPLE,
     EncodedVolume,
     VolumeSample,
@@ -948,7 +949,7 @@ def open_volume_store(output: str | os.PathLike) -> VolumeStore:
 
     Raises:
         VolumeGenerationError: if the index is missing or empty.
-        faceforge.data.volumes.storage.VolumeStoreError: if a shard file is missing or corrupt.
+        faceforge.data.reconstruction.store.VolumeStoreError: if a shard file is missing or corrupt.
     """
     out = Path(output)
     rows = read_volume_index(out)

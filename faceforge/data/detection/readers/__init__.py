@@ -1,16 +1,16 @@
 """Readers of the official on-disk layouts of the deepfake-detection datasets.
 
 Each reader walks one dataset's official folder layout and returns ``(records, report)``: a list of
-:class:`~faceforge.data.records.VideoRecord` sorted by ``video_id`` (label 1 = fake, 0 = real, a split, a
-group key ``source_id``) and a :class:`~faceforge.data.records.ReaderReport` of the problems met (files
+:class:`~faceforge.data.core.records.VideoRecord` sorted by ``video_id`` (label 1 = fake, 0 = real, a split, a
+group key ``source_id``) and a :class:`~faceforge.data.core.records.ReaderReport` of the problems met (files
 named by metadata but absent, videos nobody labels, videos without an official split, malformed metadata).
 Readers only look at file names and metadata; they never open a video.
 
 Registered readers (:data:`READERS`):
 
-* ``ffpp``: FaceForensics++ (:func:`~faceforge.data.readers.ffpp.read_ffpp`), official split JSONs.
-* ``dfdc``: DFDC train parts + optional public test set (:func:`~faceforge.data.readers.dfdc.read_dfdc`).
-* ``celebdf``: Celeb-DF (v2) (:func:`~faceforge.data.readers.celebdf.read_celebdf`).
+* ``ffpp``: FaceForensics++ (:func:`~faceforge.data.detection.readers.ffpp.read_ffpp`), official split JSONs.
+* ``dfdc``: DFDC train parts + optional public test set (:func:`~faceforge.data.detection.readers.dfdc.read_dfdc`).
+* ``celebdf``: Celeb-DF (v2) (:func:`~faceforge.data.detection.readers.celebdf.read_celebdf`).
 
 Where a dataset has no official validation (or test) split, videos are assigned by :func:`assign_split`: a
 seeded, stable hash (SHA-256, not Python's salted ``hash``) of the video's *group*, so that a real video and
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.data.core.records import ReaderReport, VideoRecord
 from faceforge.errors import FaceforgeError
 
 __all__ = [
@@ -123,9 +123,9 @@ def require_root(root: str | Path, dataset: str, expected: str) -> Path:
 
 
 # Submodules import the names above from this package, so they are imported last.
-from faceforge.data.readers.celebdf import read_celebdf  # noqa: E402
-from faceforge.data.readers.dfdc import read_dfdc  # noqa: E402
-from faceforge.data.readers.ffpp import read_ffpp  # noqa: E402
+from faceforge.data.detection.readers.celebdf import read_celebdf  # noqa: E402
+from faceforge.data.detection.readers.dfdc import read_dfdc  # noqa: E402
+from faceforge.data.detection.readers.ffpp import read_ffpp  # noqa: E402
 
 Reader = Callable[..., "tuple[list[VideoRecord], ReaderReport]"]
 

@@ -1,9 +1,11 @@
 """Preprocessing: face extraction from the official video layouts into a face index.
 
-Modules: :mod:`~faceforge.data.preprocess.video` (PyAV decoding), :mod:`~faceforge.data.preprocess.sampling`
-(seeded frame sampling), :mod:`~faceforge.data.preprocess.detector` (facenet-pytorch MTCNN),
-:mod:`~faceforge.data.preprocess.crop` (square crops), :mod:`~faceforge.data.preprocess.extract` (the resumable
-pipeline) and :mod:`~faceforge.data.preprocess.cli` (the ``faceforge-extract-faces`` command).
+Modules: :mod:`~faceforge.data.detection.extraction.video` (PyAV decoding),
+    :mod:`~faceforge.data.detection.extraction.sampling`
+(seeded frame sampling), :mod:`~faceforge.data.detection.extraction.detector` (facenet-pytorch MTCNN),
+:mod:`~faceforge.data.detection.extraction.crop` (square crops), :mod:`~faceforge.data.detection.extraction.extract`
+(the resumable
+pipeline) and :mod:`~faceforge.data.detection.extraction.cli` (the ``faceforge-extract-faces`` command).
 
 Heavy modules (torch, facenet-pytorch) are imported lazily, on first use of a name from them.
 """

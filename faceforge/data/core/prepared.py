@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 BUILD_RECORD = "built_with.json"
 #: Builder arguments that change how fast a folder is built, not what it holds.
 OUTPUT_NEUTRAL_KEYS = frozenset({"workers", "progress", "num_threads", "torch_threads"})
+#: Builders recorded under their module path before the data layer was split by domain: the same code, so a folder
+#: they built is still a match.
+RENAMED_BUILDERS = {
+    "faceforge.data.preprocess.extract.extract_dataset": "faceforge.data.detection.extraction.extract.extract_dataset",
+    "faceforge.data.synthetic.detection.build_synthetic_detection":
+        "faceforge.data.detection.synthetic.build_synthetic_detection",
+    "faceforge.data.synthetic.reconstruction.build_synthetic_reconstruction":
+        "faceforge.data.reconstruction.synthetic.build_synthetic_reconstruction",
+    "faceforge.data.volume_datamodule.build_w300lp_volumes":
+        "faceforge.data.reconstruction.datamodule.build_w300lp_volumes",
+}
 
 
 def builder_settings(builder: Callable[..., Any]) -> dict[str, Any]:
@@ -36,7 +47,7 @@ def builder_settings(builder: Callable[..., Any]) -> dict[str, Any]:
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     diffs = []
-    if old.get("builder") != new.get("builder"):
+    if RENAMED_BUILDERS.get(old.get("builder"), old.get("builder")) != new.get("builder"):
         diffs.append(f"builder {old.get('builder')} -> {new.get('builder')}")
     old_kw, new_kw = old.get("kwargs", {}), new.get("kwargs", {})
     for key in sorted(set(old_kw) | set(new_kw)):

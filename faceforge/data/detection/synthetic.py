@@ -2,7 +2,7 @@
 
 :func:`build_synthetic_detection` writes exactly what face extraction writes for a real dataset
 (``crops/<video_id>/<frame:06d>_0.png`` and ``face_index.csv`` + ``face_index.meta.json``, see
-:mod:`faceforge.data.face_index`), so ``data=synthetic`` runs the same DataModule, cache and task code as
+:mod:`faceforge.data.detection.face_index`), so ``data=synthetic`` runs the same DataModule, cache and task code as
 ``data=ffpp``. The frames ARE the crops (a head filling most of a square frame, like a face crop with margin), so
 boxes and landmarks are in crop pixels and ``det_prob`` is 1.
 
@@ -57,7 +57,7 @@ Manipulation Detection in Videos"). Here every frame of a fake video draws, inde
 * a position jitter of the synthesised face inside its (fixed, pose-following) blending mask:
   ``N(0, 0.006)`` of the image side per axis (about 1.5 px at 256 px), clipped to +-2.5 sigma.
 
-The real videos' pose and expression trajectories are smooth (:func:`~faceforge.data.synthetic.faces.
+The real videos' pose and expression trajectories are smooth (:func:`~faceforge.data.detection.synthetic_faces.
 sample_poses`), so the frame-to-frame change of a fake's face colour is larger than its source video's. Each
 single frame stays a frame of the same kind as without the option (the flicker is within the per-video colour
 error range, the jitter about a pixel), so frame-level detectors see the same traces. The per-frame draws come
@@ -78,8 +78,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceforge.data.face_index import INDEX_FILENAME, FaceIndex, format_landmarks
-from faceforge.data.synthetic.faces import (
+from faceforge.data.detection.face_index import INDEX_FILENAME, FaceIndex, format_landmarks
+from faceforge.data.detection.synthetic_faces import (
     FaceIdentity,
     FramePose,
     Scene,
@@ -246,7 +246,7 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
             module docstring); False gives the frames of generator version 1.
 
     Returns:
-        The written :class:`~faceforge.data.face_index.FaceIndex` (rows sorted by video, frame).
+        The written :class:`~faceforge.data.detection.face_index.FaceIndex` (rows sorted by video, frame).
 
     Raises:
         ValueError: for an unknown method, fractions out of range, too few videos for the splits, a too small
@@ -307,7 +307,7 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
         rows = [r for rows in pool.map(group, range(n_real)) for r in rows]
 
     meta = {
-        "dataset": DATASET, "generator": "faceforge.data.synthetic.build_synthetic_detection",
+        "dataset": DATASET, "generator": "faceforge.data.detection.synthetic.build_synthetic_detection",
         "generator_version": GENERATOR_VERSION,
         "params": {"num_videos": int(num_videos), "frames_per_video": int(frames_per_video),
                    "image_size": int(image_size), "fake_fraction": float(fake_fraction),
@@ -381,7 +381,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m faceforge.data.synthetic.detection OUTPUT_DIR [--num-videos N ...]``."""
+    """Command line: ``python -m faceforge.data.detection.synthetic OUTPUT_DIR [--num-videos N ...]``."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("output_dir")
     p.add_argument("--num-videos", type=int, default=48)

@@ -31,8 +31,8 @@ import json
 import re
 from pathlib import Path
 
-from faceforge.data.readers import DatasetLayoutError, list_videos, require_root
-from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.data.core.records import ReaderReport, VideoRecord
+from faceforge.data.detection.readers import DatasetLayoutError, list_videos, require_root
 
 DATASET = "ffpp"
 DEFAULT_METHODS: tuple[str, ...] = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")

@@ -1,9 +1,9 @@
 """The embedded 3D reconstruction dataset: procedural 3D faces with exact ground-truth volumes and landmarks.
 
 :func:`build_synthetic_reconstruction` writes exactly what volume generation
-(:func:`faceforge.data.preprocess_3d.generate_volumes`) writes for 300W-LP: volume store shards
-(:class:`~faceforge.data.volumes.storage.VolumeStoreWriter`), ``volume_index.csv`` with the same columns
-(:data:`~faceforge.data.preprocess_3d.volumes.INDEX_COLUMNS`) and ``volume_report.json``, so ``data=synthetic_3d``
+(:func:`faceforge.data.reconstruction.generation.generate_volumes`) writes for 300W-LP: volume store shards
+(:class:`~faceforge.data.reconstruction.store.VolumeStoreWriter`), ``volume_index.csv`` with the same columns
+(:data:`~faceforge.data.reconstruction.generation.INDEX_COLUMNS`) and ``volume_report.json``, so ``data=synthetic_3d``
 runs the same data module, augmentation and task code as ``data=w300lp``. It needs no external file.
 
 The face model (our own parametric surface, in face units; x right, y down, z towards the camera):
@@ -65,9 +65,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceforge.data.face_index import format_landmarks
-from faceforge.data.preprocess_3d.volumes import INDEX_COLUMNS, INDEX_FILENAME, REPORT_FILENAME
-from faceforge.data.volumes.storage import EncodedVolume, VolumeSample, VolumeStoreWriter, encode_image
+from faceforge.data.detection.face_index import format_landmarks
+from faceforge.data.reconstruction.generation import INDEX_COLUMNS, INDEX_FILENAME, REPORT_FILENAME
+from faceforge.data.reconstruction.store import EncodedVolume, VolumeSample, VolumeStoreWriter, encode_image
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import FaceColumns, crop_frame_from_points, face_columns, rasterize_depth
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
@@ -90,6 +90,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+GENERATOR = "faceforge.data.reconstruction.synthetic.build_synthetic_reconstruction"
 GENERATOR_VERSION = 2  # 2: crop placement jitter, yaw up to 75 degrees
 DATASET = "synthetic_3d"
 #: Side of the nominal source frame the faces are posed in (300W-LP's images are 450x450).
@@ -771,7 +772,7 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
             with VolumeStoreWriter(out / name, size=size, depth=depth, image_codec=image_codec) as writer:
                 for i, face in zip(ids, faces):
                     sid = f"synthetic/{i:06d}"
-                    meta = {"sample_id": sid, "generator": "faceforge.data.synthetic.build_synthetic_reconstruction",
+                    meta = {"sample_id": sid, "generator": GENERATOR,
                             "generator_version": GENERATOR_VERSION, "seed": int(seed), "index": i,
                             "split": str(splits[i]), "pose": asdict(face.pose), "shape": asdict(face.shape),
                             "landmarks_source": "model", "mesh_source": "synthetic",
@@ -805,8 +806,8 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
         writer_csv.writerow([_format_cell(row.get(c)) for c in columns])
     clipped = [r["clipped_front"] + r["clipped_back"] for r in rows]
     vol = np.array([r["volume_bytes"] for r in rows], dtype=np.float64)
-    report = {"output": str(out), "dataset": DATASET, "generator": "faceforge.data.synthetic."
-              "build_synthetic_reconstruction", "generator_version": GENERATOR_VERSION, "params": params,
+    report = {"output": str(out), "dataset": DATASET, "generator": GENERATOR,
+              "generator_version": GENERATOR_VERSION, "params": params,
               "total": n, "stored": len(rows), "skipped": {}, "num_skipped": 0,
               "splits": dict(sorted(Counter(r["split"] for r in rows).items())),
               "clipped_samples": int(sum(c > 0 for c in clipped)), "clipped_columns": int(sum(clipped)),
@@ -820,7 +821,7 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m faceforge.data.synthetic.reconstruction OUTPUT [--num-samples N] [--size S] ...``."""
+    """``python -m faceforge.data.reconstruction.synthetic OUTPUT [--num-samples N] [--size S] ...``."""
     p = argparse.ArgumentParser(description="Build the synthetic 3D face reconstruction dataset (volumes + index).")
     p.add_argument("output")
     p.add_argument("--num-samples", type=int, default=512)

@@ -1,8 +1,9 @@
 """Clips of face crops for video-level detectors (ResNeXt-LSTM): ``T`` faces of one video per item.
 
-:class:`FaceClipDataset` serves clips over the same :class:`~faceforge.data.face_index.FaceIndex` and
-:class:`~faceforge.data.crop_cache.CropCache` as the frame-level :class:`~faceforge.data.datasets.FaceCropDataset`
-(the :class:`~faceforge.data.datamodule.FaceDataModule` switches to it when ``clip_length`` is set).
+:class:`FaceClipDataset` serves clips over the same :class:`~faceforge.data.detection.face_index.FaceIndex` and
+:class:`~faceforge.data.detection.crop_cache.CropCache` as the frame-level
+:class:`~faceforge.data.detection.frames.FaceCropDataset`
+(the :class:`~faceforge.data.detection.datamodule.FaceDataModule` switches to it when ``clip_length`` is set).
 
 What a clip is made of (documented behaviour, checked by ``tests/test_clips.py``):
 
@@ -19,7 +20,7 @@ What a clip is made of (documented behaviour, checked by ``tests/test_clips.py``
   Training (``train=True``) draws ``u`` uniformly for every item from a generator seeded with ``(seed, epoch,
   item)`` (:func:`~faceforge.utils.seeding.derive_seed`: the same clips in any DataLoader worker and after a
   resume, new clips every epoch; the epoch comes with the key from
-  :class:`~faceforge.data.sampler.EpochSampler`, or from :meth:`FaceClipDataset.set_epoch`); evaluation uses
+  :class:`~faceforge.data.core.sampler.EpochSampler`, or from :meth:`FaceClipDataset.set_epoch`); evaluation uses
   ``u = (k + 0.5) / K``: deterministic, segment centres / a centred run for ``K = 1``, spread over the video
   for ``K > 1``. "Consecutive" means consecutive *extracted* frames: extraction samples ``num_frames`` frames per
   video (evenly by default), so extract with ``sampling=contiguous`` for clips of consecutive video frames.
@@ -58,11 +59,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from faceforge.data.crop_cache import CropCache
-from faceforge.data.datasets import TransformOutputError, lookup_indices
-from faceforge.data.face_index import FaceIndex
-from faceforge.data.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
-from faceforge.data.sampler import split_key
+from faceforge.data.core.image_io import ImageReadError, ImageReadStats, read_rgb_image, resize_image
+from faceforge.data.core.sampler import split_key
+from faceforge.data.detection.crop_cache import CropCache
+from faceforge.data.detection.face_index import FaceIndex
+from faceforge.data.detection.frames import TransformOutputError, lookup_indices
 from faceforge.errors import FaceforgeError
 from faceforge.utils.counters import EventCounter
 from faceforge.utils.seeding import AUGMENT, CLIP, derive_seed, item_rng, seed_transform
@@ -162,12 +163,13 @@ class FaceClipDataset(Dataset):
             ``(T, H, W, 3)`` uint8 RGB stack, so that every frame gets the SAME random parameters (per-frame
             augmentation would add a flicker that real videos do not have); it must return the same kind of
             stack (no ``Normalize`` / ``ToTensorV2``). Seeded per item from ``(seed, epoch, item)`` like
-            :class:`~faceforge.data.datasets.FaceCropDataset`'s.
-        cache: a :class:`~faceforge.data.crop_cache.CropCache` (after ``ensure()``) holding the crops of ``index``;
+            :class:`~faceforge.data.detection.frames.FaceCropDataset`'s.
+        cache: a :class:`~faceforge.data.detection.crop_cache.CropCache` (after ``ensure()``) holding the crops of
+            ``index``;
             pixels are then read from it, and its unreadable rows are substituted up front.
         image_size: without a cache, crops are resized to ``image_size`` (the cache's rule); None keeps the stored
             size. With a cache it must be None or equal the cache's size.
-        interpolation: resize rule without a cache (see :func:`~faceforge.data.image_io.resize_image`).
+        interpolation: resize rule without a cache (see :func:`~faceforge.data.core.image_io.resize_image`).
 
     Attributes:
         offsets: int64 ``(V + 1,)`` CSR offsets: video ``v``'s frames are entries ``offsets[v]:offsets[v + 1]`` of
@@ -183,7 +185,7 @@ class FaceClipDataset(Dataset):
         ValueError: ``clip_length`` or ``clips_per_video`` < 1, unknown ``sampling``, ``image_size`` disagreeing
             with the cache's.
         KeyError: a video_id or method not in its lookup.
-        faceforge.data.crop_cache.CropCacheError: a crop of ``index`` is not in ``cache``.
+        faceforge.data.detection.crop_cache.CropCacheError: a crop of ``index`` is not in ``cache``.
         ClipDataError: from ``__getitem__`` without a cache, when no crop of the item's video can be read.
         TransformOutputError: from ``__getitem__`` when the transform returns anything but a ``(T, H, W, 3)``
             uint8 array.
@@ -296,7 +298,8 @@ class FaceClipDataset(Dataset):
 
     # ------------------------------------------------------------------ sampling
     def set_epoch(self, epoch: int) -> None:
-        """The epoch of bare-index keys (keys from :class:`~faceforge.data.sampler.EpochSampler` carry their own)."""
+        """The epoch of bare-index keys (keys from :class:`~faceforge.data.core.sampler.EpochSampler` carry their
+        own)."""
         self.epoch = int(epoch)
 
     def _offset(self, i: int, k: int, epoch: int) -> float:

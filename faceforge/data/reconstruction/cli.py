@@ -8,7 +8,7 @@ Example (the fixture-style 3DDFA mean-shape model and 3DDFA_V2's no-neck topolog
 A full model gives the exact fitted meshes: ``--bfm-pkl bfm_noneck_v3.pkl`` (3DDFA / 3DDFA_V2 pickle; its own
 triangles already have no neck) or ``--bfm2009 01_MorphableModel.mat Model_Expression.mat model_info.mat`` (then
 also ``--noneck-dir``). Rerunning the same command resumes an interrupted run and skips finished shards. See
-:mod:`faceforge.data.preprocess_3d.volumes` for the outputs.
+:mod:`faceforge.data.reconstruction.generation` for the outputs.
 
 Exit status: 0 when the run finished (skipped samples are listed in the report), 1 on a fatal error (no samples,
 unusable model or topology) or when samples failed with an internal error, 2 on bad arguments.
@@ -20,7 +20,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from faceforge.data.preprocess_3d.volumes import (
+from faceforge.data.reconstruction.generation import (
     INDEX_FILENAME,
     MESH_MODES,
     REPORT_FILENAME,

@@ -12,7 +12,7 @@ Layout under ``root``::
 ``train`` throughout the train parts and is ignored.
 
 Splits: the train parts have no official val/test, so each *group* (``original`` for a fake, the video itself
-for a real one, by file stem) is assigned by :func:`~faceforge.data.readers.assign_split` with
+for a real one, by file stem) is assigned by :func:`~faceforge.data.detection.readers.assign_split` with
 ``(seed, val_fraction, test_fraction)``: an original and all its fakes land in the same split, in any part.
 Videos of the public test set (``test/labels.csv``) are ``test``. Where the public test set is used, pass
 ``test_fraction=0`` to keep every train-part video for train/val.
@@ -37,8 +37,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from faceforge.data.readers import DatasetLayoutError, assign_split, check_fractions, list_videos, require_root
-from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.data.core.records import ReaderReport, VideoRecord
+from faceforge.data.detection.readers import (
+    DatasetLayoutError,
+    assign_split,
+    check_fractions,
+    list_videos,
+    require_root,
+)
 
 log = logging.getLogger(__name__)
 

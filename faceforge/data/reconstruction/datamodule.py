@@ -1,15 +1,15 @@
 """LightningDataModule for VRN volume regression over the output of volume generation.
 
 :class:`VolumeDataModule` reads ``<volumes_dir>/volume_index.csv`` and the volume store shards it names (written by
-:func:`faceforge.data.preprocess_3d.generate_volumes` for 300W-LP / AFLW2000-3D, or by
-:func:`faceforge.data.synthetic.reconstruction.build_synthetic_reconstruction` for ``data=synthetic_3d``) and
+:func:`faceforge.data.reconstruction.generation.generate_volumes` for 300W-LP / AFLW2000-3D, or by
+:func:`faceforge.data.reconstruction.synthetic.build_synthetic_reconstruction` for ``data=synthetic_3d``) and
 serves train / val / test :class:`VolumeDataset` loaders split by the index's ``split`` column. It knows nothing of
 models. Batches (dicts, collated by PyTorch's default collate):
 
 * ``image``: uint8 (B, 3, S, S) RGB crops (float conversion happens on the device, in the task);
 * ``start``, ``stop``: (B, S, S) run maps of the target volumes (uint8 for D <= 255, else int16): the volume is
   ``start <= k < stop`` per column, decoded on the device with
-  :func:`faceforge.data.volumes.storage.decode_runs` (74 kB per 192x192 sample instead of a 29.5 MB float
+  :func:`faceforge.data.reconstruction.store.decode_runs` (74 kB per 192x192 sample instead of a 29.5 MB float
   volume through the loader);
 * ``landmarks``: float32 (B, 68, 2) crop pixels (NaN where unknown);
 * ``frame``: float64 (B, 5) the crop's :class:`~faceforge.geometry.volume_frame.VolumeFrame` (scale, tx, ty,
@@ -19,7 +19,7 @@ models. Batches (dicts, collated by PyTorch's default collate):
 * ``yaw``: float32 (B,) radians from the label (NaN where unknown);
 * ``index``: int64 (B,) position of the sample in its split (``sample_ids[split][index]`` is its id).
 
-Training samples go through the thesis augmentation (:mod:`faceforge.data.volume_augment`); validation and test
+Training samples go through the thesis augmentation (:mod:`faceforge.data.reconstruction.augment`); validation and test
 samples are served as stored.
 
 :func:`build_w300lp_volumes` is the builder of ``data=w300lp`` / ``data=aflw2000``: it turns a 300W-LP tree or an
@@ -40,17 +40,17 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from faceforge.data.prepared import ensure_built
-from faceforge.data.preprocess_3d.volumes import (
+from faceforge.data.core.prepared import ensure_built
+from faceforge.data.core.sampler import build_train_loader, split_key
+from faceforge.data.reconstruction.augment import VolumeAugmentation
+from faceforge.data.reconstruction.generation import (
     INDEX_FILENAME,
     REPORT_FILENAME,
     VolumeGenerationError,
     read_volume_index,
 )
-from faceforge.data.sampler import build_train_loader, split_key
-from faceforge.data.volume_augment import VolumeAugmentation
-from faceforge.data.volume_statistics import TrainStatistics, volume_train_statistics
-from faceforge.data.volumes.storage import VolumeStore
+from faceforge.data.reconstruction.statistics import TrainStatistics, volume_train_statistics
+from faceforge.data.reconstruction.store import VolumeStore
 from faceforge.errors import FaceforgeError
 from faceforge.utils.seeding import VOLUME_AUGMENT, item_rng
 
@@ -74,17 +74,18 @@ class SameSplitWarning(UserWarning):
 class VolumeDataset(Dataset):
     """Samples of one split: crop, run maps, landmarks, frame, yaw (see the module docstring for the fields).
 
-    The :class:`~faceforge.data.volumes.storage.VolumeStore` opens its files lazily in each process, so the dataset
+    The :class:`~faceforge.data.reconstruction.store.VolumeStore` opens its files lazily in each process, so the dataset
     can be used with DataLoader workers.
 
     Args:
         store: the store holding the samples.
-        rows: the index rows of this split (:func:`~faceforge.data.preprocess_3d.read_volume_index`), in order.
+        rows: the index rows of this split (:func:`~faceforge.data.reconstruction.generation.read_volume_index`), in
+            order.
         augment: the training augmentation, or None.
         seed: the run's seed. The augmentation of sample ``i`` in epoch ``e`` draws from
             ``item_rng(seed, VOLUME_AUGMENT, e, i)`` (:mod:`faceforge.utils.seeding`): epochs differ, and runs
             repeat with any number of DataLoader workers and across a resume. Keys are ``i`` (epoch
-            :attr:`epoch`) or ``(e, i)`` pairs from :class:`~faceforge.data.sampler.EpochSampler`.
+            :attr:`epoch`) or ``(e, i)`` pairs from :class:`~faceforge.data.core.sampler.EpochSampler`.
 
     Raises:
         VolumeDataError: if a row's sample is absent from the store.
@@ -114,7 +115,8 @@ class VolumeDataset(Dataset):
         return len(self.rows)
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch of bare-index keys (keys from :class:`~faceforge.data.sampler.EpochSampler` carry their own)."""
+        """The epoch of bare-index keys (keys from :class:`~faceforge.data.core.sampler.EpochSampler` carry their
+        own)."""
         self.epoch = int(epoch)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -179,7 +181,7 @@ class VolumeDataModule(pl.LightningDataModule):
 
     Raises:
         ValueError: on a bad batch size or max_samples.
-        faceforge.data.volume_augment.AugmentationConfigError: on a bad ``augment`` dict.
+        faceforge.data.reconstruction.augment.AugmentationConfigError: on a bad ``augment`` dict.
     """
 
     def __init__(self, name: str, volumes_dir: str, builder: Callable[..., Any] | None = None, batch_size: int = 8,
@@ -235,7 +237,7 @@ class VolumeDataModule(pl.LightningDataModule):
 
         Raises:
             VolumeDataError: the index is absent and there is no builder, the builder did not write it, or the
-                folder was built with other settings (see :mod:`faceforge.data.prepared`).
+                folder was built with other settings (see :mod:`faceforge.data.core.prepared`).
         """
         ensure_built(self.volumes_dir, INDEX_FILENAME, self.builder, VolumeDataError, self._no_index_message(),
                      "data.volumes_dir")
@@ -264,7 +266,7 @@ class VolumeDataModule(pl.LightningDataModule):
         Raises:
             VolumeDataError: no index or an empty one, samples missing from the stores, or stores whose size /
                 depth differ from ``network.image_size`` / ``network.volume_depth``.
-            faceforge.data.volumes.storage.VolumeStoreError: a missing or corrupt shard file.
+            faceforge.data.reconstruction.store.VolumeStoreError: a missing or corrupt shard file.
         """
         if self._is_setup:
             return
@@ -349,7 +351,7 @@ class VolumeDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def _loader(self, dataset: VolumeDataset, train: bool) -> DataLoader:
-        if train:  # seeded per epoch, resumable mid-epoch (faceforge.data.sampler)
+        if train:  # seeded per epoch, resumable mid-epoch (faceforge.data.core.sampler)
             return build_train_loader(dataset, self.batch_size, self.seed, num_workers=self.num_workers,
                                       pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -371,7 +373,7 @@ class VolumeDataModule(pl.LightningDataModule):
     def train_statistics(self) -> TrainStatistics | None:
         """Mean occupancy and mean landmarks of the training split as stored (no augmentation), or None without a
         training split: the trivial baseline the task reports beside the model
-        (:func:`faceforge.data.volume_statistics.volume_train_statistics`). Computed once, then cached.
+        (:func:`faceforge.data.reconstruction.statistics.volume_train_statistics`). Computed once, then cached.
 
         Raises:
             VolumeDataError: if the module is not set up.
@@ -396,8 +398,9 @@ def build_w300lp_volumes(output_dir: str | Path, root: str | Path | None, model_
 
     Loads the 3DDFA-style morphable model (:func:`faceforge.geometry.morphable_model.load_3ddfa_mean_shape`) and
     3DDFA_V2's no-neck topology (:func:`faceforge.geometry.voxelize.load_noneck_topology`), finds the image +
-    ``.mat`` pairs (:func:`faceforge.data.preprocess_3d.find_300wlp_samples`) and runs
-    :func:`faceforge.data.preprocess_3d.generate_volumes` (resumable; skipped samples are counted in its report).
+    ``.mat`` pairs (:func:`faceforge.data.reconstruction.generation.find_300wlp_samples`) and runs
+    :func:`faceforge.data.reconstruction.generation.generate_volumes` (resumable; skipped samples are counted in its
+    report).
 
     Args:
         output_dir: volumes folder (``data.volumes_dir``).
@@ -424,7 +427,7 @@ def build_w300lp_volumes(output_dir: str | Path, root: str | Path | None, model_
         faceforge.geometry.morphable_model.MorphableModelError: an unusable model folder (names the file).
         faceforge.geometry.voxelize.VoxelizationError: an unusable topology folder (names the file).
     """
-    from faceforge.data.preprocess_3d.volumes import VolumeGenerationConfig, find_300wlp_samples, generate_volumes
+    from faceforge.data.reconstruction.generation import VolumeGenerationConfig, find_300wlp_samples, generate_volumes
     from faceforge.geometry.morphable_model import load_3ddfa_mean_shape
     from faceforge.geometry.voxelize import load_noneck_topology
 

@@ -40,12 +40,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceforge.data.face_index import COLUMN_NAMES, INDEX_FILENAME, META_FILENAME, FaceIndex, format_landmarks
-from faceforge.data.preprocess.crop import crop_face
-from faceforge.data.preprocess.detector import FaceDetector
-from faceforge.data.preprocess.sampling import SAMPLING_MODES, sample_frame_indices
-from faceforge.data.preprocess.video import FrameStream, VideoDecodeError, prefetch, probe_video
-from faceforge.data.records import ReaderReport, VideoRecord
+from faceforge.data.core.records import ReaderReport, VideoRecord
+from faceforge.data.detection.extraction.crop import crop_face
+from faceforge.data.detection.extraction.detector import FaceDetector
+from faceforge.data.detection.extraction.sampling import SAMPLING_MODES, sample_frame_indices
+from faceforge.data.detection.extraction.video import FrameStream, VideoDecodeError, prefetch, probe_video
+from faceforge.data.detection.face_index import COLUMN_NAMES, INDEX_FILENAME, META_FILENAME, FaceIndex, format_landmarks
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
 from faceforge.utils.mappings import flatten_dotted
@@ -346,9 +346,9 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
                   reader_report: ReaderReport | None = None) -> ExtractionReport:
     """Extract face crops from videos and write the face index (resumable; see the module docstring).
 
-    Per video: probe, sample ``num_frames`` frame indices (:func:`~faceforge.data.preprocess.sampling.
+    Per video: probe, sample ``num_frames`` frame indices (:func:`~faceforge.data.detection.extraction.sampling.
     sample_frame_indices` with ``key=video_id``), decode them in one pass, detect faces (MTCNN), cut square crops
-    (:func:`~faceforge.data.preprocess.crop.crop_face`), write them and the video's marker.
+    (:func:`~faceforge.data.detection.extraction.crop.crop_face`), write them and the video's marker.
 
     Args:
         records: videos to process (``video_id`` unique).
@@ -360,7 +360,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         margin: crop margin relative to the face box's larger side.
         size: crop side in pixels.
         image_format: ``png`` (lossless) or ``jpg`` (quality 95).
-        detector: keyword arguments of :class:`~faceforge.data.preprocess.detector.FaceDetector`
+        detector: keyword arguments of :class:`~faceforge.data.detection.extraction.detector.FaceDetector`
             (e.g. ``{"device": "cuda", "keep": 2}``).
         workers: processes working on videos in parallel (1: in this process).
         progress: print one line per video to stderr.
@@ -374,7 +374,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
 
     Returns:
         The :class:`ExtractionReport` (also written to ``extraction_report.json``); its ``index`` attribute holds
-        the :class:`~faceforge.data.face_index.FaceIndex` written to ``face_index.csv``.
+        the :class:`~faceforge.data.detection.face_index.FaceIndex` written to ``face_index.csv``.
 
     Raises:
         ValueError: on invalid settings or duplicate/unsafe video ids.
@@ -492,7 +492,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
             else:
                 report.no_face.append(rec.video_id)
 
-        meta = {"created_by": "faceforge.data.preprocess.extract", "dataset": settings["source"]["dataset"],
+        meta = {"created_by": "faceforge.data.detection.extraction.extract", "dataset": settings["source"]["dataset"],
                 "root": settings["source"]["root"], "reader_kwargs": dict(reader_kwargs or {}),
                 "sampling": settings["sampling"], "detector": settings["detector"], "crop": settings["crop"],
                 "videos": len(records)}
@@ -547,7 +547,7 @@ def extract_dataset(dataset: str, root: str | Path, output_dir: str | Path,
         DatasetLayoutError: if ``root`` does not have the dataset's layout.
         ExtractionSettingsError, EmptyExtractionError, ValueError: see :func:`extract_faces`.
     """
-    from faceforge.data.readers import read_dataset
+    from faceforge.data.detection.readers import read_dataset
 
     reader_kwargs = dict(reader_kwargs or {})
     records, reader_report = read_dataset(dataset, root, **reader_kwargs)
