@@ -38,15 +38,8 @@ import h5py
 import numpy as np
 import torch
 
-from faceforge.data.reconstruction.store import (
-    DENSE_BYTES_PER_SAMPLE,
-    EncodedVolume,
-    VolumeSample,
-    VolumeStore,
-    VolumeStoreWriter,
-    decode_runs,
-    decode_volume,
-)
+from faceforge.data.reconstruction.codec import DENSE_BYTES_PER_SAMPLE, EncodedVolume, decode_runs, decode_volume
+from faceforge.data.reconstruction.store import VolumeSample, VolumeStore, VolumeStoreWriter
 from faceforge.geometry.volume_frame import VOLUME_DEPTH, VOLUME_SIZE, VolumeFrame
 from faceforge.utils.atomic import atomic_write_json
 

@@ -18,8 +18,8 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from faceforge.data.reconstruction.codec import decode_runs
 from faceforge.data.reconstruction.datamodule import VolumeDataModule
-from faceforge.data.reconstruction.store import decode_runs
 from faceforge.data.reconstruction.synthetic import build_synthetic_reconstruction
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.metrics.reconstruction import volumetric_iou

@@ -23,8 +23,8 @@ from faceforge.data.reconstruction.augment import (
     apply_augmentation,
     warp_runs,
 )
+from faceforge.data.reconstruction.codec import decode_runs
 from faceforge.data.reconstruction.datamodule import VolumeDataError, VolumeDataModule
-from faceforge.data.reconstruction.store import decode_runs
 from faceforge.data.reconstruction.synthetic import build_synthetic_reconstruction
 from faceforge.geometry.volume_mesh import sample_image_bilinear
 

@@ -18,6 +18,7 @@ import pytest
 import scipy.io
 
 from faceforge.data.reconstruction.cli import main
+from faceforge.data.reconstruction.codec import DENSE_BYTES_PER_SAMPLE
 from faceforge.data.reconstruction.generation import (
     INDEX_FILENAME,
     REPORT_FILENAME,
@@ -29,7 +30,7 @@ from faceforge.data.reconstruction.generation import (
     open_volume_store,
     read_volume_index,
 )
-from faceforge.data.reconstruction.store import DENSE_BYTES_PER_SAMPLE, VolumeStoreError
+from faceforge.data.reconstruction.store import VolumeStoreError
 from faceforge.geometry import MorphableModel, MorphableModelError, load_3ddfa_mean_shape, read_300wlp_mat
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import crop_image_to_frame, load_noneck_topology

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from faceforge.data.reconstruction.codec import decode_runs
 from faceforge.data.reconstruction.statistics import volume_train_statistics
-from faceforge.data.reconstruction.store import decode_runs
 
 
 def random_runs(rng: np.random.Generator, n: int, size: int, depth: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tests of faceforge.data.reconstruction.store: run encoding, decoding, the HDF5 volume store and its failure modes."""
+"""Tests of faceforge.data.reconstruction.codec and .store: run encoding, decoding, the HDF5 store, its failures."""
 from __future__ import annotations
 
 import pickle
@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from faceforge.data.reconstruction.store import (
+from faceforge.data.reconstruction.codec import (
     DENSE_BYTES_PER_SAMPLE,
     EncodedVolume,
     VolumeEncodingError,
-    VolumeSample,
-    VolumeStore,
-    VolumeStoreError,
-    VolumeStoreWriter,
     decode_runs,
     decode_volume,
     decode_volume_numpy,
     encode_volume,
 )
+from faceforge.data.reconstruction.store import VolumeSample, VolumeStore, VolumeStoreError, VolumeStoreWriter
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import face_columns, voxelize_face
 

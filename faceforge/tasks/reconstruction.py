@@ -14,7 +14,7 @@ The task owns the losses, the metrics, the optimisation and the meshes; the wrap
 
 Batches come from :class:`faceforge.data.reconstruction.datamodule.VolumeDataModule`: ``image`` uint8 (B, 3, S, S)
 (scaled to [0, 1] here, on the device), the target volume as run maps ``start`` / ``stop`` (B, S, S) with its
-``depth`` (B,) (decoded on the device with :func:`~faceforge.data.reconstruction.store.decode_runs`), ``landmarks``
+``depth`` (B,) (decoded on the device with :func:`~faceforge.data.reconstruction.codec.decode_runs`), ``landmarks``
 (B, 68, 2) crop pixels (NaN unknown), ``frame`` (B, 5) (crop <- source-image similarity, NaN when unknown),
 ``yaw`` (B,) radians and ``index`` (B,).
 
@@ -54,7 +54,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from faceforge.data.reconstruction.store import decode_runs
+from faceforge.data.reconstruction.codec import decode_runs
 from faceforge.errors import FaceforgeError
 from faceforge.losses.heatmap import heatmap_mse_loss
 from faceforge.losses.volumetric import volumetric_bce_loss

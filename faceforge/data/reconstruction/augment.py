@@ -15,7 +15,7 @@ seeded :class:`numpy.random.Generator` and :func:`apply_augmentation` applies th
   filled voxels ``[start, stop)`` per column (:mod:`faceforge.data.reconstruction.store`). A similarity in the image
   plane moves whole columns, so each output column takes the run of the source column nearest to
   ``M^-1 (u', v')`` (nearest-neighbour, no blending: the result is again exactly one run per column and decodes
-  with :func:`~faceforge.data.reconstruction.store.decode_runs`). Columns that come from outside the crop are empty.
+  with :func:`~faceforge.data.reconstruction.codec.decode_runs`). Columns that come from outside the crop are empty.
   A rotation about the viewing axis, a translation and a flip keep every column's depths: on the maps they are
   exact up to the nearest-neighbour resampling of the columns.
 * **Depth scales with the in-plane scale.** Voxels are isotropic (``depth_scale`` levels per crop pixel), so an

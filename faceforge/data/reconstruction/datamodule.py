@@ -9,7 +9,7 @@ models. Batches (dicts, collated by PyTorch's default collate):
 * ``image``: uint8 (B, 3, S, S) RGB crops (float conversion happens on the device, in the task);
 * ``start``, ``stop``: (B, S, S) run maps of the target volumes (uint8 for D <= 255, else int16): the volume is
   ``start <= k < stop`` per column, decoded on the device with
-  :func:`faceforge.data.reconstruction.store.decode_runs` (74 kB per 192x192 sample instead of a 29.5 MB float
+  :func:`faceforge.data.reconstruction.codec.decode_runs` (74 kB per 192x192 sample instead of a 29.5 MB float
   volume through the loader);
 * ``landmarks``: float32 (B, 68, 2) crop pixels (NaN where unknown);
 * ``frame``: float64 (B, 5) the crop's :class:`~faceforge.geometry.volume_frame.VolumeFrame` (scale, tx, ty,

@@ -66,8 +66,9 @@ import cv2
 import numpy as np
 
 from faceforge.data.detection.face_index import format_landmarks
+from faceforge.data.reconstruction.codec import EncodedVolume
 from faceforge.data.reconstruction.generation import INDEX_COLUMNS, INDEX_FILENAME, REPORT_FILENAME
-from faceforge.data.reconstruction.store import EncodedVolume, VolumeSample, VolumeStoreWriter, encode_image
+from faceforge.data.reconstruction.store import VolumeSample, VolumeStoreWriter, encode_image
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import FaceColumns, crop_frame_from_points, face_columns, rasterize_depth
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
