@@ -69,6 +69,13 @@ class Detection:
     landmarks: np.ndarray
 
 
+def _check_frame(i: int, frame: Any) -> None:
+    """Raise :class:`FaceDetectorError` unless ``frame`` is an (H, W, 3) uint8 array (``i``: its position)."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        desc = f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else type(frame)
+        raise FaceDetectorError(f"frame {i}: expected an (H, W, 3) uint8 RGB array, got {desc}")
+
+
 class FaceDetector:
     """MTCNN face detector (facenet-pytorch) with a frame-size-relative minimum face size.
 
@@ -129,7 +136,10 @@ class FaceDetector:
         return max(MIN_FACE_FLOOR, self.min_face_fraction * min(height, width))
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Detect faces in each frame (one frame at a time: batching is slower on the CPU).
+        """Detect faces in each frame.
+
+        On the CPU one frame at a time (batching is slower there); on a GPU the frames of equal size go through
+        MTCNN as one batch (the sampled frames of a video share their size), which keeps the device busy.
 
         Args:
             frames: (H, W, 3) uint8 RGB arrays (sizes may differ).
@@ -140,13 +150,34 @@ class FaceDetector:
         Raises:
             FaceDetectorError: if a frame is not an (H, W, 3) uint8 array.
         """
-        return [self._detect_one(i, f) for i, f in enumerate(frames)]
+        for i, frame in enumerate(frames):
+            _check_frame(i, frame)
+        if self.device.type == "cpu" or len(frames) < 2:
+            return [self._detect_one(i, f) for i, f in enumerate(frames)]
+        return self._detect_batched(frames)
+
+    def _detect_batched(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """:meth:`detect` with the frames of equal size run through MTCNN as one batch (checked frames)."""
+        found: list[list[Detection]] = [[] for _ in frames]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            by_shape.setdefault(frame.shape, []).append(i)
+        for shape, members in by_shape.items():
+            h, w = shape[:2]
+            min_face = self.min_face_for(h, w)
+            if min(h, w) < 12 or min_face > min(h, w):
+                continue
+            with torch.no_grad():
+                batch = torch.from_numpy(np.stack([frames[i] for i in members])).to(self.device).float()
+                self._mtcnn.min_face_size = min_face
+                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+            for k, i in enumerate(members):
+                found[i] = self._detections(boxes[k], probs[k], points[k])
+        return found
 
     @torch.no_grad()
     def _detect_one(self, i: int, frame: np.ndarray) -> list[Detection]:
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            desc = f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else type(frame)
-            raise FaceDetectorError(f"frame {i}: expected an (H, W, 3) uint8 RGB array, got {desc}")
+        _check_frame(i, frame)
         h, w = frame.shape[:2]
         min_face = self.min_face_for(h, w)
         if min(h, w) < 12 or min_face > min(h, w):
@@ -157,6 +188,11 @@ class FaceDetector:
         image = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float().contiguous().permute(1, 2, 0)
         self._mtcnn.min_face_size = min_face
         boxes, probs, points = self._mtcnn.detect(image, landmarks=True)
+        return self._detections(boxes, probs, points)
+
+    def _detections(self, boxes: Any, probs: Any, points: Any) -> list[Detection]:
+        """MTCNN's boxes (K, 4), probabilities (K,) and 5 points (K, 5, 2) of one frame (None where it found
+        none) as detections sorted by decreasing ``prob``, at most ``keep``."""
         if boxes is None or len(boxes) == 0:
             return []
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
