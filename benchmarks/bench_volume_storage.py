@@ -49,7 +49,7 @@ SPEED_TARGET = 150.0
 
 def fixture_volumes(n: int, fixtures: Path, seed: int = 0) -> list[EncodedVolume]:
     """``n`` real face volumes from the fixture labels with jittered crops."""
-    from faceforge.data.reconstruction.generation import face_mesh_from_label
+    from faceforge.data.reconstruction.mesh import face_mesh_from_label
     from faceforge.geometry import load_3ddfa_mean_shape, project_300wlp, read_300wlp_mat
     from faceforge.geometry.voxelize import crop_frame_from_points, face_columns, load_noneck_topology
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceforge.data.reconstruction.generation import INDEX_COLUMNS, open_volume_store, read_volume_index
 from faceforge.data.reconstruction.synthetic import (
     build_synthetic_reconstruction,
     face_grid,
@@ -22,6 +21,7 @@ from faceforge.data.reconstruction.synthetic import (
     sample_shape,
     synthesize_face,
 )
+from faceforge.data.reconstruction.volume_index import INDEX_COLUMNS, open_volume_store, read_volume_index
 from faceforge.geometry.volume_mesh import volume_to_mesh
 from faceforge.geometry.voxelize import rasterize_depth
 

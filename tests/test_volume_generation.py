@@ -20,17 +20,15 @@ import scipy.io
 from faceforge.data.reconstruction.cli import main
 from faceforge.data.reconstruction.codec import DENSE_BYTES_PER_SAMPLE
 from faceforge.data.reconstruction.generation import (
-    INDEX_FILENAME,
     REPORT_FILENAME,
     VolumeGenerationConfig,
     VolumeReport,
-    face_mesh_from_label,
-    find_300wlp_samples,
     generate_volumes,
-    open_volume_store,
-    read_volume_index,
 )
+from faceforge.data.reconstruction.mesh import face_mesh_from_label
 from faceforge.data.reconstruction.store import VolumeStoreError
+from faceforge.data.reconstruction.volume_index import INDEX_FILENAME, open_volume_store, read_volume_index
+from faceforge.data.reconstruction.w300lp import find_300wlp_samples
 from faceforge.geometry import MorphableModel, MorphableModelError, load_3ddfa_mean_shape, read_300wlp_mat
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import crop_image_to_frame, load_noneck_topology

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.path import Path as PolygonPath
 from scipy.ndimage import binary_dilation
 
-from faceforge.data.reconstruction.generation import face_mesh_from_label, thin_plate_warp
+from faceforge.data.reconstruction.mesh import face_mesh_from_label, thin_plate_warp
 from faceforge.geometry import load_3ddfa_mean_shape, project_300wlp, read_300wlp_mat
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import (

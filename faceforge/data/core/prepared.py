@@ -32,7 +32,9 @@ RENAMED_BUILDERS = {
     "faceforge.data.synthetic.reconstruction.build_synthetic_reconstruction":
         "faceforge.data.reconstruction.synthetic.build_synthetic_reconstruction",
     "faceforge.data.volume_datamodule.build_w300lp_volumes":
-        "faceforge.data.reconstruction.datamodule.build_w300lp_volumes",
+        "faceforge.data.reconstruction.builders.build_w300lp_volumes",
+    "faceforge.data.reconstruction.datamodule.build_w300lp_volumes":
+        "faceforge.data.reconstruction.builders.build_w300lp_volumes",
 }
 
 

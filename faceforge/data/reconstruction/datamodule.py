@@ -22,8 +22,8 @@ models. Batches (dicts, collated by PyTorch's default collate):
 Training samples go through the thesis augmentation (:mod:`faceforge.data.reconstruction.augment`); validation and test
 samples are served as stored.
 
-:func:`build_w300lp_volumes` is the builder of ``data=w300lp`` / ``data=aflw2000``: it turns a 300W-LP tree or an
-AFLW2000-3D folder into volumes with a 3DDFA-style morphable model and 3DDFA_V2's no-neck topology.
+:func:`faceforge.data.reconstruction.builders.build_w300lp_volumes` is the builder of ``data=w300lp`` /
+``data=aflw2000``: it turns a 300W-LP tree or an AFLW2000-3D folder into volumes.
 """
 from __future__ import annotations
 
@@ -43,18 +43,15 @@ from torch.utils.data import DataLoader, Dataset
 from faceforge.data.core.prepared import ensure_built
 from faceforge.data.core.sampler import build_train_loader, split_key
 from faceforge.data.reconstruction.augment import VolumeAugmentation
-from faceforge.data.reconstruction.generation import (
-    INDEX_FILENAME,
-    REPORT_FILENAME,
-    VolumeGenerationError,
-    read_volume_index,
-)
+from faceforge.data.reconstruction.errors import VolumeGenerationError
+from faceforge.data.reconstruction.generation import REPORT_FILENAME
 from faceforge.data.reconstruction.statistics import TrainStatistics, volume_train_statistics
 from faceforge.data.reconstruction.store import VolumeStore
+from faceforge.data.reconstruction.volume_index import INDEX_FILENAME, read_volume_index
 from faceforge.errors import FaceforgeError
 from faceforge.utils.seeding import VOLUME_AUGMENT, item_rng
 
-__all__ = ["SPLITS", "SameSplitWarning", "VolumeDataError", "VolumeDataModule", "VolumeDataset", "build_w300lp_volumes"]
+__all__ = ["SPLITS", "SameSplitWarning", "VolumeDataError", "VolumeDataModule", "VolumeDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +150,8 @@ class VolumeDataModule(pl.LightningDataModule):
         name: dataset name for logs and reports (``synthetic_3d``, ``w300lp``, ``aflw2000``).
         volumes_dir: folder holding ``volume_index.csv`` and the store shards it names.
         builder: called as ``builder(output_dir=Path(volumes_dir))`` by :meth:`prepare_data` when the index is
-            absent; it must write the index (:func:`build_w300lp_volumes`, the synthetic generator).
+            absent; it must write the index (:func:`~faceforge.data.reconstruction.builders.build_w300lp_volumes`,
+            the synthetic generator).
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
         pin_memory: pin host memory of batches (GPU training).
@@ -387,75 +385,3 @@ class VolumeDataModule(pl.LightningDataModule):
             self._train_statistics = volume_train_statistics(ds.store.read_runs, ds.store.read_landmarks,
                                                              ds.positions, ds.depth, ds.size)
         return self._train_statistics
-
-
-def build_w300lp_volumes(output_dir: str | Path, root: str | Path | None, model_dir: str | Path | None,
-                         noneck_dir: str | Path | None, size: int = 192, depth: int = 200, workers: int = 1,
-                         margin: float = 0.1, val_fraction: float = 0.02, flat_split: str = "test",
-                         mesh: str = "auto", max_landmark_nme: float | None = 0.25, image_size: int | None = 450,
-                         shard_size: int = 500, limit: int | None = None) -> dict[str, Any]:
-    """Builder of ``data=w300lp`` / ``data=aflw2000``: 300W-LP tree or AFLW2000-3D folder -> VRN volumes.
-
-    Loads the 3DDFA-style morphable model (:func:`faceforge.geometry.morphable_model.load_3ddfa_mean_shape`) and
-    3DDFA_V2's no-neck topology (:func:`faceforge.geometry.voxelize.load_noneck_topology`), finds the image +
-    ``.mat`` pairs (:func:`faceforge.data.reconstruction.generation.find_300wlp_samples`) and runs
-    :func:`faceforge.data.reconstruction.generation.generate_volumes` (resumable; skipped samples are counted in its
-    report).
-
-    Args:
-        output_dir: volumes folder (``data.volumes_dir``).
-        root: the 300W-LP root (AFW, HELEN, IBUG, LFPW and ``*_Flip``) or a flat AFLW2000-3D folder.
-        model_dir: 3DDFA-layout folder (``train.configs/u_shp.npy`` ... ``cpp_weights/*_base.txt``).
-        noneck_dir: 3DDFA_V2 ``configs/`` folder (``tri.pkl``, ``indices.npy``).
-        size, depth: crop side and depth levels (192, 200 for VRN; smaller for CPU runs).
-        workers: generation processes.
-        margin: crop margin per side.
-        val_fraction: share of 300W-LP source faces in ``val``.
-        flat_split: split of samples in a flat folder (``test`` for AFLW2000-3D).
-        mesh: ``auto``, ``dense``, ``landmark_warp`` or ``mean``.
-        max_landmark_nme: skip fits far from their annotation (None disables).
-        image_size: side of the images the labels refer to (450); None accepts any size.
-        shard_size: samples per shard.
-        limit: only the first ``limit`` samples (sorted by id).
-
-    Returns:
-        The generation report as a dict.
-
-    Raises:
-        VolumeDataError: a missing argument or folder, no samples found, or no sample stored (the message lists
-            the skip reasons).
-        faceforge.geometry.morphable_model.MorphableModelError: an unusable model folder (names the file).
-        faceforge.geometry.voxelize.VoxelizationError: an unusable topology folder (names the file).
-    """
-    from faceforge.data.reconstruction.generation import VolumeGenerationConfig, find_300wlp_samples, generate_volumes
-    from faceforge.geometry.morphable_model import load_3ddfa_mean_shape
-    from faceforge.geometry.voxelize import load_noneck_topology
-
-    for key, value, what in (("root", root, "the 300W-LP root or AFLW2000-3D folder"),
-                             ("model_dir", model_dir,
-                              "a 3DDFA-style model folder (train.configs/, visualize/tri.mat, cpp_weights/)"),
-                             ("noneck_dir", noneck_dir, "3DDFA_V2's configs/ folder (tri.pkl, indices.npy)")):
-        if value in (None, "", "???"):
-            raise VolumeDataError(f"building volumes into {output_dir} needs data.{key}=... ({what})")
-        if not Path(str(value)).is_dir():
-            raise VolumeDataError(f"data.{key}={value}: folder not found ({what})")
-    model = load_3ddfa_mean_shape(model_dir)  # type: ignore[arg-type]
-    topology = load_noneck_topology(noneck_dir, num_vertices=model.num_vertices)  # type: ignore[arg-type]
-    samples = find_300wlp_samples(root)  # type: ignore[arg-type]
-    if limit is not None:
-        samples = samples[: int(limit)]
-    if not samples:
-        raise VolumeDataError(f"data.root={root}: no image or .mat files found (expected a 300W-LP tree or a flat "
-                              f"folder of NAME.jpg + NAME.mat pairs)")
-    config = VolumeGenerationConfig(size=int(size), depth=int(depth), margin=float(margin), mesh=str(mesh),
-                                    expected_image_size=(int(image_size), int(image_size)) if image_size else None,
-                                    max_landmark_nme=None if max_landmark_nme is None else float(max_landmark_nme),
-                                    shard_size=int(shard_size), val_fraction=float(val_fraction),
-                                    flat_split=str(flat_split))
-    report = generate_volumes(samples, output_dir, model, topology=topology, workers=int(workers), config=config)
-    log.info("%s", report.summary())
-    if report.stored == 0:
-        (Path(output_dir) / INDEX_FILENAME).unlink(missing_ok=True)
-        raise VolumeDataError(f"no volume could be made from {root}: {report.total} samples, skipped {report.skipped} "
-                              f"(details in {Path(output_dir) / REPORT_FILENAME})")
-    return report.to_dict()

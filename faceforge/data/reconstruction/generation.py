@@ -48,39 +48,32 @@ directly in the root folder (an AFLW2000-3D style flat folder) get ``flat_split`
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import itertools
 import json
 import logging
 import math
 import multiprocessing
 import os
-import re
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from faceforge.data.core.image_io import ImageReadError, read_rgb_image
 from faceforge.data.detection.face_index import format_landmarks
-from faceforge.data.reconstruction.store import (
-    DENSE_BYTES_PER_SAMPLE,
-    EncodedVolume,
-    VolumeSample,
-    VolumeStore,
-    VolumeStoreWriter,
-    encode_image,
-)
-from faceforge.errors import FaceforgeError
+from faceforge.data.reconstruction.codec import DENSE_BYTES_PER_SAMPLE, EncodedVolume
+from faceforge.data.reconstruction.errors import VolumeGenerationError
+from faceforge.data.reconstruction.mesh import MESH_MODES, face_mesh_from_label
+from faceforge.data.reconstruction.store import VolumeSample, VolumeStoreWriter, encode_image
+from faceforge.data.reconstruction.volume_index import INDEX_FILENAME, write_volume_index
+from faceforge.data.reconstruction.w300lp import W300LPSample, label_skip_reason, split_of
 from faceforge.geometry.morphable_model import MorphableModel, MorphableModelError
 from faceforge.geometry.projection import ProjectionError, project_300wlp
 from faceforge.geometry.volume_frame import VOLUME_DEPTH, VOLUME_SIZE, VolumeFrame
@@ -94,37 +87,24 @@ from faceforge.geometry.voxelize import (
     face_columns,
     topology_from_triangles,
 )
-from faceforge.geometry.w300lp import W300LPLabel, W300LPLabelError, read_300wlp_mat
-from faceforge.utils.atomic import atomic_write_json, atomic_write_text
+from faceforge.geometry.w300lp import W300LPLabelError, read_300wlp_mat
+from faceforge.utils.atomic import atomic_write_json
 
 __all__ = [
-    "INDEX_COLUMNS",
-    "INDEX_FILENAME",
-    "MESH_MODES",
     "REPORT_FILENAME",
     "SKIP_REASONS",
     "VolumeGenerationConfig",
-    "VolumeGenerationError",
     "VolumeReport",
-    "W300LPSample",
-    "face_mesh_from_label",
-    "find_300wlp_samples",
     "generate_volumes",
-    "open_volume_store",
-    "read_volume_index",
-    "thin_plate_warp",
 ]
 
 log = logging.getLogger(__name__)
 
-INDEX_FILENAME = "volume_index.csv"
 REPORT_FILENAME = "volume_report.json"
 SHARD_DIR = "shards"
 #: Version of the generation algorithm; part of every shard digest (bump it when the volumes it makes change, so
 #: that reruns regenerate instead of reusing shards made by older code).
 GENERATOR_VERSION = 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-MESH_MODES = ("auto", "dense", "landmark_warp", "mean")
 _INNER = slice(17, 68)  # the 51 inner iBUG points (300W-LP's jaw follows the visible outline)
 
 #: Why a sample can be skipped (the keys of :attr:`VolumeReport.skipped`).
@@ -143,141 +123,6 @@ SKIP_REASONS: dict[str, str] = {
     "empty_volume": "the voxelised face covers no pixel of the crop",
     "internal_error": "an unexpected error (a bug): see the detail",
 }
-
-#: (column, meaning) of ``volume_index.csv``.
-INDEX_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("sample_id", "unique id: path of the image relative to the root, without suffix (posix)"),
-    ("split", "train, val or test"),
-    ("subset", "first folder under the root (AFW, AFW_Flip, HELEN, ...); '' for a flat folder"),
-    ("flipped", "1 for the mirrored 300W-LP copies (*_Flip folders), else 0"),
-    ("group", "source face (subset without _Flip + name without the pose-variant suffix): the split unit"),
-    ("image_path", "source image, as found"),
-    ("label_path", "source .mat, as found"),
-    ("pitch", "radians (Pose_Para[0])"),
-    ("yaw", "radians (Pose_Para[1])"),
-    ("roll", "radians (Pose_Para[2])"),
-    ("frame_scale", "VolumeFrame.scale: crop pixels per source pixel"),
-    ("frame_tx", "VolumeFrame.tx, crop pixels"),
-    ("frame_ty", "VolumeFrame.ty, crop pixels"),
-    ("frame_z_offset", "VolumeFrame.z_offset, depth levels"),
-    ("frame_depth_scale", "VolumeFrame.depth_scale"),
-    ("size", "crop side (192)"),
-    ("depth", "depth levels (200)"),
-    ("mesh_source", "dense, landmark_warp or mean (see face_mesh_from_label)"),
-    ("landmarks_source", "pt2d (300W-LP), pt3d_68 (AFLW2000-3D) or model (projected fit)"),
-    ("landmarks", "136 space-separated floats: the 68 landmarks as x y pairs in crop pixels"),
-    ("filled_columns", "non-empty columns of the volume"),
-    ("clipped_front", "columns whose surface was deeper than the volume (top cut off)"),
-    ("clipped_back", "columns behind k = 0 (left empty)"),
-    ("vertices_outside", "face vertices outside the crop"),
-    ("store_file", "volume store (.h5) holding the sample, relative to the output folder"),
-    ("store_row", "row of the sample in that file"),
-    ("volume_bytes", "stored bytes of the volume (compressed start + stop maps)"),
-    ("image_bytes", "stored bytes of the crop image"),
-)
-_COLUMN_NAMES = tuple(c for c, _ in INDEX_COLUMNS)
-_INT_COLUMNS = {"flipped", "size", "depth", "filled_columns", "clipped_front", "clipped_back", "vertices_outside",
-                "store_row", "volume_bytes", "image_bytes"}
-_FLOAT_COLUMNS = {"pitch", "yaw", "roll", "frame_scale", "frame_tx", "frame_ty", "frame_z_offset",
-                  "frame_depth_scale"}
-
-
-class VolumeGenerationError(FaceforgeError, ValueError):
-    """Bad arguments or inputs that stop a whole run (missing root, duplicate sample ids, unusable model)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Finding samples
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class W300LPSample:
-    """One image + label pair to turn into a volume.
-
-    Attributes:
-        sample_id: the image path relative to the root without suffix, posix (``"IBUG/IBUG_image_008_1_0"``,
-            ``"image00050"``); unique.
-        image_path: the image file, or None when only the label was found.
-        label_path: the ``.mat`` file, or None when only the image was found.
-        subset: first folder under the root (``"IBUG"``, ``"IBUG_Flip"``), ``""`` for files in the root itself.
-        flipped: the folder is a 300W-LP ``*_Flip`` folder (mirrored copies).
-        group: the source face: subset without ``_Flip`` plus the name without its trailing pose-variant number
-            (``"IBUG/IBUG_image_008_1"``); the name itself for flat folders. Splits are drawn per group.
-    """
-
-    sample_id: str
-    image_path: str | None
-    label_path: str | None
-    subset: str = ""
-    flipped: bool = False
-    group: str = ""
-
-    @property
-    def flat(self) -> bool:
-        """True for a file directly in the root (AFLW2000-3D style)."""
-        return self.subset == ""
-
-
-def find_300wlp_samples(root: str | os.PathLike) -> list[W300LPSample]:
-    """Find image + ``.mat`` pairs in a 300W-LP tree or a flat folder.
-
-    300W-LP: ``root/{AFW,HELEN,IBUG,LFPW}`` and their mirrored ``*_Flip`` copies hold ``NAME.jpg`` + ``NAME.mat``;
-    any ``landmarks/`` folder (300W-LP's separate 2D landmark files) is ignored. AFLW2000-3D style: the pairs lie
-    directly in ``root``. Both may be mixed; deeper folders are searched too. Images are ``.jpg``, ``.jpeg`` or
-    ``.png`` (any case). An image without a label, or a label without an image, is returned with the missing
-    path set to None so that generation skips and counts it.
-
-    Args:
-        root: the dataset folder.
-
-    Returns:
-        Samples sorted by ``sample_id``.
-
-    Raises:
-        VolumeGenerationError: if ``root`` is not a folder, or two images share a stem in one folder.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise VolumeGenerationError(f"{base}: dataset root folder not found")
-    found: dict[str, dict[str, Path]] = {}
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if d.lower() != "landmarks")
-        folder = Path(dirpath)
-        for name in sorted(filenames):
-            p = folder / name
-            suffix = p.suffix.lower()
-            if suffix not in IMAGE_SUFFIXES and suffix != ".mat":
-                continue
-            rel = p.relative_to(base).with_suffix("").as_posix()
-            kind = "label" if suffix == ".mat" else "image"
-            entry = found.setdefault(rel, {})
-            if kind in entry:
-                raise VolumeGenerationError(f"{p}: two {kind} files with the stem {rel!r} ({entry[kind].name} and "
-                                            f"{p.name})")
-            entry[kind] = p
-    samples = []
-    for rel in sorted(found):
-        entry = found[rel]
-        parts = rel.split("/")
-        subset = parts[0] if len(parts) > 1 else ""
-        flipped = subset.lower().endswith("_flip")
-        name = parts[-1]
-        if subset:
-            base_subset = subset[: -len("_flip")] if flipped else subset
-            group = "/".join([base_subset, *parts[1:-1], re.sub(r"_\d+$", "", name)])
-        else:
-            group = name
-        samples.append(W300LPSample(sample_id=rel, image_path=str(entry["image"]) if "image" in entry else None,
-                                    label_path=str(entry["label"]) if "label" in entry else None, subset=subset,
-                                    flipped=flipped, group=group))
-    return samples
-
-
-def _split_of(sample: W300LPSample, val_fraction: float, flat_split: str) -> str:
-    if sample.flat:
-        return flat_split
-    h = int.from_bytes(hashlib.sha1(sample.group.encode()).digest()[:8], "big") / 2.0 ** 64
-    return "val" if h < val_fraction else "train"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -433,95 +278,6 @@ class VolumeReport:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Mesh
-# ---------------------------------------------------------------------------------------------------------------
-
-def _resolve_mesh_mode(model: MorphableModel, mode: str) -> str:
-    if mode != "auto":
-        return mode
-    if model.shape_basis is not None and model.exp_basis is not None:
-        return "dense"
-    if model.landmark_shape_basis is not None or model.shape_basis is not None:
-        return "landmark_warp"
-    return "mean"
-
-
-def face_mesh_from_label(label: W300LPLabel, model: MorphableModel, mode: str = "auto") -> tuple[np.ndarray, str]:
-    """The label's face mesh in model units, as well as the model can represent it.
-
-    Modes (see the module docstring for what each represents):
-
-    * ``"dense"``: ``model.vertices(Shape_Para, Exp_Para)`` (needs dense bases).
-    * ``"landmark_warp"``: the mean mesh deformed by a 3D thin-plate (biharmonic) spline interpolating the
-      displacements of the 68 landmark vertices from the mean to ``model.landmarks(Shape_Para, Exp_Para)``
-      (:func:`thin_plate_warp`); the warped landmark vertices land exactly on the fit's landmarks.
-    * ``"mean"``: the mean mesh (pose only).
-    * ``"auto"``: dense if the model has both dense bases, else landmark_warp if it has landmark bases, else mean.
-
-    Args:
-        label: a 300W-LP / AFLW2000-3D label.
-        model: the morphable model.
-        mode: one of :data:`MESH_MODES`.
-
-    Returns:
-        ``(vertices (N, 3) float64 model units, mode used)``.
-
-    Raises:
-        MorphableModelError: if the model lacks what the mode needs.
-        VolumeGenerationError: for an unknown mode.
-    """
-    if mode not in MESH_MODES:
-        raise VolumeGenerationError(f"mesh mode must be one of {MESH_MODES}, got {mode!r}")
-    used = _resolve_mesh_mode(model, mode)
-    if used == "dense":
-        return model.vertices(label.shape_para, label.exp_para), used
-    base = model.vertices()
-    if used == "mean":
-        return base, used
-    src = base[model.landmark_indices]
-    dst = model.landmarks(label.shape_para, label.exp_para)
-    return thin_plate_warp(base, src, dst), used
-
-
-def thin_plate_warp(points: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Deform points with the 3D thin-plate spline that maps ``source`` landmarks exactly onto ``target``.
-
-    The displacement field is ``f(x) = sum_i w_i |x - s_i| + a + A x`` with the 3D biharmonic kernel ``U(r) = r``
-    (the 3D thin-plate spline: Duchon 1977; Bookstein, PAMI 1989), solved from ``f(s_i) = t_i - s_i`` and the
-    side conditions ``sum_i w_i = 0``, ``sum_i w_i s_i^T = 0``. Coordinates are centred and scaled to unit size
-    for conditioning.
-
-    Args:
-        points: (N, 3) points to deform.
-        source: (K, 3) landmark positions before (K >= 4, not coplanar).
-        target: (K, 3) landmark positions after.
-
-    Returns:
-        (N, 3) float64 deformed points (``source`` itself maps onto ``target`` up to round-off).
-
-    Raises:
-        numpy.linalg.LinAlgError: if the landmarks are degenerate (coplanar or repeated).
-    """
-    x = np.asarray(points, dtype=np.float64)
-    s = np.asarray(source, dtype=np.float64)
-    t = np.asarray(target, dtype=np.float64)
-    centre = s.mean(axis=0)
-    scale = float(np.abs(s - centre).max()) or 1.0
-    xs, ss, disp = (x - centre) / scale, (s - centre) / scale, (t - s) / scale
-    k = s.shape[0]
-    kern = cdist(ss, ss)
-    poly = np.c_[np.ones(k), ss]
-    system = np.zeros((k + 4, k + 4))
-    system[:k, :k], system[:k, k:], system[k:, :k] = kern, poly, poly.T
-    rhs = np.zeros((k + 4, 3))
-    rhs[:k] = disp
-    coef = np.linalg.solve(system, rhs)
-    affine = coef[k] + xs[:, 0:1] * coef[k + 1] + xs[:, 1:2] * coef[k + 2] + xs[:, 2:3] * coef[k + 3]
-    field_ = cdist(xs, ss) @ coef[:k] + affine
-    return x + field_ * scale
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # One sample (runs in the workers)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -535,18 +291,6 @@ def _init_worker(model: MorphableModel, topology: FaceTopology, config: VolumeGe
 
         cv2.setNumThreads(1)
     _WORKER.update(model=model, topology=topology, config=config)
-
-
-def _label_reason(msg: str) -> str:
-    if "missing key" in msg:
-        return "missing_key"
-    if "NaN or inf" in msg:
-        return "non_finite"
-    if "file not found" in msg:
-        return "missing_label"
-    if "not a readable" in msg:
-        return "unreadable_label"
-    return "wrong_shape"
 
 
 def _skip(sample: W300LPSample, reason: str, detail: str) -> dict[str, Any]:
@@ -576,7 +320,7 @@ def _process_sample(sample: W300LPSample, split: str, model: MorphableModel, top
     try:
         label = read_300wlp_mat(sample.label_path)
     except W300LPLabelError as exc:
-        return _skip(sample, _label_reason(str(exc)), str(exc))
+        return _skip(sample, label_skip_reason(str(exc)), str(exc))
     try:
         image = read_rgb_image(sample.image_path)
     except ImageReadError as exc:
@@ -733,23 +477,6 @@ def _write_shard(out: Path, shard: _Shard, results: list[dict[str, Any]], cfg: V
     return record
 
 
-def _format_cell(v: Any) -> str:
-    if isinstance(v, (float, np.floating)):
-        return repr(float(v))
-    if isinstance(v, (bool, np.bool_)):
-        return str(int(v))
-    return "" if v is None else str(v)
-
-
-def _write_index(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(_COLUMN_NAMES)
-    for row in rows:
-        writer.writerow([_format_cell(row.get(c)) for c in _COLUMN_NAMES])
-    atomic_write_text(path, buf.getvalue())
-
-
 def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike, model: MorphableModel,
                      topology: FaceTopology | None = None, workers: int = 1,
                      config: VolumeGenerationConfig | None = None, redo_skipped: bool = False,
@@ -806,7 +533,7 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
         chunk = ordered[j: j + cfg.shard_size]
         name = f"part-{j // cfg.shard_size:05d}-{_digest(config_digest, *(s.sample_id for s in chunk))[:10]}"
         shards.append(_Shard(index=j // cfg.shard_size, name=name, samples=chunk,
-                             splits=[_split_of(s, cfg.val_fraction, cfg.flat_split) for s in chunk]))
+                             splits=[split_of(s, cfg.val_fraction, cfg.flat_split) for s in chunk]))
 
     records: dict[int, dict[str, Any]] = {}
     for shard in shards:
@@ -868,7 +595,7 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
     # -- index and report ------------------------------------------------------------------------------------
     rows = [row for shard in shards for row in records[shard.index]["rows"]]
     skipped = [s for shard in shards for s in records[shard.index]["skipped"]]
-    _write_index(out / INDEX_FILENAME, rows)
+    write_volume_index(out / INDEX_FILENAME, rows)
     plan_files = {f"{s.name}{ext}" for s in shards for ext in (".h5", ".json")}
     stale = sorted(f"{SHARD_DIR}/{p.name}" for p in (out / SHARD_DIR).iterdir()
                    if p.name.startswith("part-") and p.suffix in (".h5", ".json") and p.name not in plan_files)
@@ -896,64 +623,3 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
     return report
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading the outputs
-# ---------------------------------------------------------------------------------------------------------------
-
-def read_volume_index(output: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read ``volume_index.csv`` of a generation run.
-
-    Args:
-        output: the output folder (or the CSV file itself).
-
-    Returns:
-        One dict per row with typed values: ints and floats for the numeric columns, ``landmarks`` as a (68, 2)
-        float64 array (crop pixels).
-
-    Raises:
-        VolumeGenerationError: naming the file if it is missing or lacks columns.
-    """
-    path = Path(output)
-    if path.is_dir():
-        path = path / INDEX_FILENAME
-    if not path.is_file():
-        raise VolumeGenerationError(f"{path}: volume index not found")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in _COLUMN_NAMES if c not in (reader.fieldnames or [])]
-        if missing:
-            raise VolumeGenerationError(f"{path}: missing columns {missing}")
-        rows = []
-        for i, raw in enumerate(reader):
-            row: dict[str, Any] = dict(raw)
-            try:
-                for c in _INT_COLUMNS:
-                    row[c] = int(raw[c])
-                for c in _FLOAT_COLUMNS:
-                    row[c] = float(raw[c])
-                row["landmarks"] = np.array(raw["landmarks"].split(), dtype=np.float64).reshape(-1, 2)
-            except ValueError as exc:
-                raise VolumeGenerationError(f"{path}: row {i + 1}: malformed value ({exc})") from exc
-            rows.append(row)
-    return rows
-
-
-def open_volume_store(output: str | os.PathLike) -> VolumeStore:
-    """A :class:`VolumeStore` over the shard files of a generation run (in index order).
-
-    Args:
-        output: the output folder.
-
-    Returns:
-        VolumeStore whose sample order is the index order.
-
-    Raises:
-        VolumeGenerationError: if the index is missing or empty.
-        faceforge.data.reconstruction.store.VolumeStoreError: if a shard file is missing or corrupt.
-    """
-    out = Path(output)
-    rows = read_volume_index(out)
-    if not rows:
-        raise VolumeGenerationError(f"{out / INDEX_FILENAME}: the index is empty")
-    files = list(dict.fromkeys(r["store_file"] for r in rows))
-    return VolumeStore([out / f for f in files])

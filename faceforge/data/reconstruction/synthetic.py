@@ -3,7 +3,7 @@
 :func:`build_synthetic_reconstruction` writes exactly what volume generation
 (:func:`faceforge.data.reconstruction.generation.generate_volumes`) writes for 300W-LP: volume store shards
 (:class:`~faceforge.data.reconstruction.store.VolumeStoreWriter`), ``volume_index.csv`` with the same columns
-(:data:`~faceforge.data.reconstruction.generation.INDEX_COLUMNS`) and ``volume_report.json``, so ``data=synthetic_3d``
+(:data:`~faceforge.data.reconstruction.volume_index.INDEX_COLUMNS`) and ``volume_report.json``, so ``data=synthetic_3d``
 runs the same data module, augmentation and task code as ``data=w300lp``. It needs no external file.
 
 The face model (our own parametric surface, in face units; x right, y down, z towards the camera):
@@ -67,8 +67,9 @@ import numpy as np
 
 from faceforge.data.detection.face_index import format_landmarks
 from faceforge.data.reconstruction.codec import EncodedVolume
-from faceforge.data.reconstruction.generation import INDEX_COLUMNS, INDEX_FILENAME, REPORT_FILENAME
+from faceforge.data.reconstruction.generation import REPORT_FILENAME
 from faceforge.data.reconstruction.store import VolumeSample, VolumeStoreWriter, encode_image
+from faceforge.data.reconstruction.volume_index import INDEX_COLUMNS, INDEX_FILENAME
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import FaceColumns, crop_frame_from_points, face_columns, rasterize_depth
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
