@@ -31,7 +31,7 @@ def _cli(project_root: Path, script: str, *args: str) -> subprocess.CompletedPro
 
 def _corrupt_one_train_crop(faces_dir: Path, content: bytes = b"not an image at all") -> str:
     """Overwrite one train-split crop with bytes no decoder reads; return its path relative to ``faces_dir``."""
-    index = FaceIndex.read(faces_dir / "face_index.csv")
+    index = FaceIndex.read(faces_dir / "face_index.parquet")
     train = index.where(split="train")
     rel = str(train.columns["crop_path"][1])
     (faces_dir / rel).write_bytes(content)

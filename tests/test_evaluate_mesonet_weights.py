@@ -20,6 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from faceforge.data.detection.face_index import FaceIndex
 from faceforge.models.meso import KerasWeightsError, from_keras_h5, mesonet_preprocess
 from faceforge.runs.common import RunConfigError
 from faceforge.runs.evaluation import _prepare_data_for_mesonet, evaluate, is_keras_h5
@@ -51,11 +52,11 @@ def _by_hand(weights: Path, faces_dir: Path) -> dict[str, float]:
     """Mean P(fake) per test video: the test crops read with PIL, the authors' preprocessing, the imported net."""
     model = from_keras_h5(weights)
     crops: dict[str, list[torch.Tensor]] = defaultdict(list)
-    with open(faces_dir / "face_index.csv") as fh:
-        for row in csv.DictReader(fh):
-            if row["split"] == "test":
-                with Image.open(faces_dir / row["crop_path"]) as im:
-                    crops[row["video_id"]].append(mesonet_preprocess(im))
+    index = FaceIndex.read(faces_dir / "face_index.parquet")
+    for row in (index.row(i) for i in range(len(index))):
+        if row["split"] == "test":
+            with Image.open(faces_dir / row["crop_path"]) as im:
+                crops[row["video_id"]].append(mesonet_preprocess(im))
     with torch.no_grad():
         return {vid: float(torch.sigmoid(model(torch.stack(x))).mean()) for vid, x in crops.items()}
 

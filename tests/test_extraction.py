@@ -278,18 +278,18 @@ def test_rerun_resumes_and_rebuilds_the_identical_index(extracted, dfdc_root):
     from faceforge.data.detection.readers import read_dataset
 
     out, _, _ = extracted
-    csv_before = (out / "face_index.csv").read_bytes()
+    csv_before = (out / "face_index.parquet").read_bytes()
     meta_before = (out / "face_index.meta.json").read_bytes()
     fake_crop = next((out / "crops" / "dfdc" / "abofeumbvv").iterdir())
     mtime = fake_crop.stat().st_mtime_ns
     # simulate a run killed before the real video was finished: its marker and the index never got written
     (out / "videos" / "dfdc" / "lynaeydofd.json").unlink()
-    (out / "face_index.csv").unlink()
+    (out / "face_index.parquet").unlink()
     records, _ = read_dataset("dfdc", dfdc_root)
     report = extract_faces(records, out, source={"dataset": "dfdc", "root": str(dfdc_root.resolve())}, **EXTRACT_KW)
     assert report.videos_skipped == 3  # fake, cut, gray
     assert report.videos_extracted == 2  # real (no marker) and broken (unreadable: tried again)
-    assert (out / "face_index.csv").read_bytes() == csv_before
+    assert (out / "face_index.parquet").read_bytes() == csv_before
     assert (out / "face_index.meta.json").read_bytes() == meta_before
     assert fake_crop.stat().st_mtime_ns == mtime  # finished videos are not redone
 
@@ -307,13 +307,13 @@ def test_cli_runs_in_process(extracted, dfdc_root, capsys):
     from faceforge.data.detection.extraction.cli import main
 
     out, _, _ = extracted
-    csv_before = (out / "face_index.csv").read_bytes()
+    csv_before = (out / "face_index.parquet").read_bytes()
     code = main(["--dataset", "dfdc", "--root", str(dfdc_root), "--output", str(out), "--num-frames", "4",
                  "--size", "96", "--quiet"])
     printed = capsys.readouterr()
     assert code == 0
     assert "4 already done" in printed.out and "1 unreadable" in printed.out
-    assert (out / "face_index.csv").read_bytes() == csv_before
+    assert (out / "face_index.parquet").read_bytes() == csv_before
 
     code = main(["--dataset", "dfdc", "--root", str(dfdc_root / "absent"), "--output", str(out)])
     err = capsys.readouterr().err
@@ -349,7 +349,7 @@ def test_parallel_workers_give_the_same_index(extracted, dfdc_root, tmp_path):
     out, _, _ = extracted
     par = tmp_path / "parallel"
     extract_dataset("dfdc", dfdc_root, par, workers=2, **EXTRACT_KW)
-    assert (par / "face_index.csv").read_bytes() == (out / "face_index.csv").read_bytes()
+    assert (par / "face_index.parquet").read_bytes() == (out / "face_index.parquet").read_bytes()
     report = json.loads((par / "extraction_report.json").read_text())
     assert [t["video_id"] for t in report["truncated"]] == ["dfdc/cut"]
     for name in os.listdir(out / "crops" / "dfdc" / "lynaeydofd"):

@@ -19,10 +19,10 @@ def test_built_once_then_reused(tmp_path: Path):
     faces = tmp_path / "faces"
     FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32).prepare_data()
     assert (faces / BUILD_RECORD).is_file()
-    before = (faces / "face_index.csv").stat().st_mtime_ns
+    before = (faces / "face_index.parquet").stat().st_mtime_ns
     # same settings (the worker count does not change the output): reused, not rebuilt
     FaceDataModule("synthetic", str(faces), builder=_builder(seed=0, num_threads=1), image_size=32).prepare_data()
-    assert (faces / "face_index.csv").stat().st_mtime_ns == before
+    assert (faces / "face_index.parquet").stat().st_mtime_ns == before
 
 
 def test_other_settings_are_refused_with_the_difference_named(tmp_path: Path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from faceforge.data.detection.face_index import FaceIndex
 from tests.cli import run_cli
 
 TINY_SYNTHETIC = ["data.builder.num_videos=24", "data.builder.frames_per_video=2", "data.batch_size=8"]
@@ -47,8 +48,8 @@ def test_training_writes_provenance_checkpoints_and_reports(trained_run):
     assert report["baseline"]["frame"]["n"] == report["frame"]["n"]
     # FaceForensics++-style breakdown: one entry per fake method present in the test split (when two or more)
     base = run_dir.parents[3]
-    with open(next((base / "data").rglob("face_index.csv"))) as fh:
-        test_methods = {r["method"] for r in csv.DictReader(fh) if r["split"] == "test" and r["label"] == "1"}
+    index = FaceIndex.read(next((base / "data").rglob("face_index.parquet")))
+    test_methods = set(index.where(split="test", label=1).columns["method"].tolist())
     assert set(report["per_method"]) == (test_methods if len(test_methods) > 1 else set())
     assert 0.0 <= report["frame"]["auc"] <= 1.0 and report["video"]["n"] < report["frame"]["n"]
     assert (run_dir / "plots" / "test_roc_curve.png").stat().st_size > 1000

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from faceforge.data.detection.face_index import FaceIndex
 from tests.cli import run_cli
 
 NUM_FRAMES = 8
@@ -34,11 +35,10 @@ def test_dfdc_videos_train_and_evaluate(dfdc_root, project_root, tmp_path):
             "run_name=dfdc")
 
     # face extraction ran inside train.py: labels from metadata.json, faces in most sampled frames
-    with open(tmp_path / "faces" / "face_index.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    index = FaceIndex.read(tmp_path / "faces" / "face_index.parquet")
     per_video = {}
-    for r in rows:
-        per_video.setdefault(r["video_id"], set()).add((r["label"], r["frame_index"]))
+    for r in (index.row(i) for i in range(len(index))):
+        per_video.setdefault(r["video_id"], set()).add((str(r["label"]), r["frame_index"]))
     assert set(per_video) == {"dfdc/abofeumbvv", "dfdc/lynaeydofd"}
     assert {lab for lab, _ in per_video["dfdc/abofeumbvv"]} == {"1"}
     assert {lab for lab, _ in per_video["dfdc/lynaeydofd"]} == {"0"}

@@ -101,7 +101,7 @@ def test_train_resnext_lstm_on_synthetic_clips(trained_video_run) -> None:
     clips = data_report["clips"]
     assert clips["train"]["clip_length"] == 4 and clips["train"]["short_videos"] == 0
     # test metrics are over clips, and the video level has one entry per test video
-    index = FaceIndex.read(next((base / "data").rglob("face_index.csv")))
+    index = FaceIndex.read(next((base / "data").rglob("face_index.parquet")))
     test_videos = set(index.columns["video_id"][index.columns["split"] == "test"].tolist())
     report = json.loads((run_dir / "test_report.json").read_text())
     assert report["video"]["n"] == len(test_videos) == clips["test"]["videos"]
@@ -123,7 +123,7 @@ def test_evaluate_writes_a_prediction_for_every_test_video(trained_video_run, pr
     ev_config = (ev_dir / "config.yaml").read_text()
     assert "clip_length: 4" in ev_config and "image_size: 48" in ev_config
     rows = _predictions(ev_dir / "video_predictions.csv")
-    index = FaceIndex.read(next((base / "data").rglob("face_index.csv")))
+    index = FaceIndex.read(next((base / "data").rglob("face_index.parquet")))
     test = index.columns["split"] == "test"
     expected = dict(zip(index.columns["video_id"][test].tolist(), index.columns["label"][test].tolist()))
     assert {r["video_id"]: int(r["label"]) for r in rows} == expected

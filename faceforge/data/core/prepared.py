@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from faceforge.utils.atomic import atomic_write_json
 
@@ -60,26 +60,41 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def index_has_rows(index: Path) -> bool:
-    """Whether the CSV index ``index`` holds at least one non-empty line after its header.
+    """Whether the index file ``index`` holds at least one row.
 
     Args:
-        index: an existing CSV file (``face_index.csv``, ``volume_index.csv``).
+        index: an existing index file: Parquet (``face_index.parquet``: its footer's row count; an unreadable file
+            has no rows) or CSV (``face_index.csv``, ``volume_index.csv``: a non-empty line after the header).
 
     Raises:
         OSError: if the file cannot be read.
     """
+    if index.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_metadata(index).num_rows > 0
+        except pa.ArrowInvalid:
+            return False
     with index.open("r", encoding="utf-8", errors="replace") as fh:
         fh.readline()  # the header
         return any(line.strip() for line in fh)
 
 
-def ensure_built(folder: Path, index_name: str, builder: Callable[..., Any] | None,
+def _index_file(folder: Path, names: Sequence[str]) -> Path:
+    """The first of ``names`` present in ``folder``, else ``folder / names[0]``."""
+    return next((folder / n for n in names if (folder / n).is_file()), folder / names[0])
+
+
+def ensure_built(folder: Path, index_name: str | Sequence[str], builder: Callable[..., Any] | None,
                  error: Callable[[str], Exception], missing_message: str, setting_name: str) -> None:
     """Build ``folder`` with ``builder(output_dir=folder)`` unless its index exists; refuse a stale folder.
 
     Args:
         folder: the prepared-data folder (``data.faces_dir``, ``data.volumes_dir``).
-        index_name: the file whose presence means "built" (``face_index.csv``, ``volume_index.csv``).
+        index_name: the file whose presence means "built" (``face_index.parquet``, ``volume_index.csv``), or the
+            names it may have, preferred first (``("face_index.parquet", "face_index.csv")``).
         builder: the builder, or None when the folder must already exist.
         error: exception factory of the calling data module (its own error class).
         missing_message: the message when there is no index and no builder.
@@ -92,7 +107,8 @@ def ensure_built(folder: Path, index_name: str, builder: Callable[..., Any] | No
         whatever ``error`` makes: no index (or an empty one) and no builder; the builder did not write the index,
         or wrote one without rows; the folder was built with other settings than ``builder`` now asks for.
     """
-    index = folder / index_name
+    names = (index_name,) if isinstance(index_name, str) else tuple(index_name)
+    index = _index_file(folder, names)
     record = folder / BUILD_RECORD
     if index.is_file() and not index_has_rows(index):
         if builder is None:
@@ -114,6 +130,7 @@ def ensure_built(folder: Path, index_name: str, builder: Callable[..., Any] | No
     log.info("%s absent: building it with %r", index, builder)
     folder.mkdir(parents=True, exist_ok=True)
     builder(output_dir=Path(folder))
+    index = _index_file(folder, names)
     if not index.is_file():
         raise error(f"the builder {builder!r} ran but did not write {index}")
     if not index_has_rows(index):

@@ -1,6 +1,6 @@
 """LightningDataModule for frame-level and clip-level (video) deepfake detection over a face index.
 
-:class:`FaceDataModule` reads ``<faces_dir>/face_index.csv`` (written by face extraction, or by the synthetic
+:class:`FaceDataModule` reads ``<faces_dir>/face_index.parquet`` (written by face extraction, or by the synthetic
 generator for ``data=synthetic``), checks the crops, filters and subsamples rows, packs the crops into a
 :class:`~faceforge.data.detection.crop_cache.CropCache` and serves train / val / test loaders split by the index's
 ``split`` column. It knows nothing of models.
@@ -33,7 +33,7 @@ from faceforge.data.core.prepared import ensure_built
 from faceforge.data.core.sampler import build_train_loader
 from faceforge.data.detection.clips import CLIP_SAMPLINGS, FaceClipDataset
 from faceforge.data.detection.crop_cache import CropCache
-from faceforge.data.detection.face_index import INDEX_FILENAME, META_FILENAME, SPLITS, FaceIndex
+from faceforge.data.detection.face_index import INDEX_FILENAMES, META_FILENAME, SPLITS, FaceIndex, find_index_file
 from faceforge.data.detection.frames import FaceCropDataset
 from faceforge.errors import FaceforgeError
 
@@ -56,7 +56,7 @@ class FaceDataModule(pl.LightningDataModule):
 
     Args:
         name: dataset name for logs and reports (``ffpp``, ``synthetic``, ...).
-        faces_dir: folder holding ``face_index.csv`` and the crops it names.
+        faces_dir: folder holding ``face_index.parquet`` (or a legacy ``face_index.csv``) and the crops it names.
         builder: called as ``builder(output_dir=Path(faces_dir))`` by :meth:`prepare_data` when the index is
             absent; it must write the index (face extraction for real datasets, the synthetic generator for
             ``data=synthetic``).
@@ -177,8 +177,8 @@ class FaceDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ preparation
     @property
     def index_path(self) -> Path:
-        """``<faces_dir>/face_index.csv``."""
-        return self.faces_dir / INDEX_FILENAME
+        """``<faces_dir>/face_index.parquet`` (or a legacy ``face_index.csv`` a folder prepared earlier holds)."""
+        return find_index_file(self.faces_dir)
 
     def _no_index_message(self) -> str:
         return (f"no face index at {self.index_path}: dataset '{self.name}' has not been prepared. Extract the faces "
@@ -197,7 +197,7 @@ class FaceDataModule(pl.LightningDataModule):
         """
         if self.index_path.is_file():
             self._check_root()
-        ensure_built(self.faces_dir, INDEX_FILENAME, self.builder, FaceDataError, self._no_index_message(),
+        ensure_built(self.faces_dir, INDEX_FILENAMES, self.builder, FaceDataError, self._no_index_message(),
                      "data.faces_dir")
 
     def _check_root(self) -> None:

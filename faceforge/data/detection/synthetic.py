@@ -1,7 +1,7 @@
 """The embedded detection dataset: synthetic talking-head "videos", pristine and manipulated, as a face index.
 
 :func:`build_synthetic_detection` writes exactly what face extraction writes for a real dataset
-(``crops/<video_id>/<frame:06d>_0.png`` and ``face_index.csv`` + ``face_index.meta.json``, see
+(``crops/<video_id>/<frame:06d>_0.png`` and ``face_index.parquet`` + ``face_index.meta.json``, see
 :mod:`faceforge.data.detection.face_index`), so ``data=synthetic`` runs the same DataModule, cache and task code as
 ``data=ffpp``. The frames ARE the crops (a head filling most of a square frame, like a face crop with margin), so
 boxes and landmarks are in crop pixels and ``det_prob`` is 1.
@@ -78,7 +78,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from faceforge.data.detection.face_index import INDEX_FILENAME, FaceIndex, format_landmarks
+from faceforge.data.detection.face_index import INDEX_FILENAMES, FaceIndex, format_landmarks
 from faceforge.data.detection.synthetic_faces import (
     FaceIdentity,
     FramePose,
@@ -229,7 +229,7 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
     renamed, and the index is written last, so a killed build leaves no index (and the DataModule rebuilds).
 
     Args:
-        output_dir: folder to write ``crops/`` and ``face_index.csv`` into (created if missing).
+        output_dir: folder to write ``crops/`` and ``face_index.parquet`` into (created if missing).
         num_videos: videos in all (real + fake); at least 3 real videos are needed for three splits.
         frames_per_video: frames (= face crops) per video.
         image_size: side of the square crops, pixels (>= 32).
@@ -293,9 +293,8 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
         fakes_of[j % n_real].append((j, m, per_method[m]))
         per_method[m] += 1
 
-    index_path = output_dir / INDEX_FILENAME
-    if index_path.exists():
-        index_path.unlink()
+    for name in INDEX_FILENAMES:  # the index is written last: none while building
+        (output_dir / name).unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     def group(i: int) -> list[dict[str, Any]]:
@@ -321,7 +320,7 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
     index.meta["summary"] = index.summary()
     index.write(output_dir)
     log.info("synthetic detection dataset written to %s: %s", output_dir, index.meta["summary"])
-    return FaceIndex.read(output_dir)  # exactly what is on disk (the CSV rounds floats to 6 digits)
+    return FaceIndex.read(output_dir)  # exactly what is on disk
 
 
 def _at_least_one(x: float, fraction: float) -> int:

@@ -5,7 +5,7 @@ Output folder layout (``output_dir``)::
     extraction_settings.json            settings that determine the crops (written first; checked on reruns)
     crops/<video_id>/<frame:06d>_<rank>.<ext>
     videos/<video_id>.json              done-marker of one video: its status and face rows (FaceIndex columns)
-    face_index.csv, face_index.meta.json    the index of all crops (FaceIndex.write), sorted
+    face_index.parquet, face_index.meta.json  the index of all crops (FaceIndex.write), sorted
     extraction_report.json              what happened in the last run (counts, problems, timings)
 
 Resumable and crash-safe: every file is written atomically (temporary file + rename), a video's marker is
@@ -13,7 +13,7 @@ written last, after all its crops, so a video counts as done only when everythin
 videos that have a marker and rebuilds the index from the markers, so it is byte-identical to the previous one
 (unless videos were added). To redo one video, delete its marker. Unreadable videos get no marker and are tried
 again on each run; truncated ones keep what they gave. A full disk stops the run with :class:`DiskFullError` naming
-the file, and leaves no ``face_index.csv`` (the index is written last); rerun after freeing space to resume.
+the file, and leaves no ``face_index.parquet`` (the index is written last); rerun after freeing space to resume.
 
 A rerun into the same folder with different crop-determining settings (dataset, root, sampling, detector, crop)
 raises :class:`ExtractionSettingsError`. Reader settings (split fractions and seeds) may change: the split and
@@ -45,7 +45,14 @@ from faceforge.data.detection.extraction.crop import crop_face
 from faceforge.data.detection.extraction.detector import FaceDetector
 from faceforge.data.detection.extraction.sampling import SAMPLING_MODES, sample_frame_indices
 from faceforge.data.detection.extraction.video import FrameStream, VideoDecodeError, prefetch, probe_video
-from faceforge.data.detection.face_index import COLUMN_NAMES, INDEX_FILENAME, META_FILENAME, FaceIndex, format_landmarks
+from faceforge.data.detection.face_index import (
+    COLUMN_NAMES,
+    INDEX_FILENAME,
+    INDEX_FILENAMES,
+    META_FILENAME,
+    FaceIndex,
+    format_landmarks,
+)
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
 from faceforge.utils.mappings import flatten_dotted
@@ -96,7 +103,7 @@ class DiskFullError(FaceforgeError, OSError):
     """The disk (or the user's quota) filled up while the extraction wrote a file; the run stops.
 
     Finished videos keep their crops and markers, so rerunning the same command after freeing space resumes.
-    No ``face_index.csv`` is left behind (an earlier one is removed), so nothing reuses the incomplete folder.
+    No ``face_index.parquet`` is left behind (an earlier one is removed), so nothing reuses the incomplete folder.
     """
 
 
@@ -138,7 +145,7 @@ def check_output_dir(path: str | Path) -> Path:
             if not p.is_dir():
                 what = "the output path" if p == out else f"a parent of the output folder {out}"
                 raise OutputFolderError(f"{p} is an existing file, not a folder ({what}); choose a folder for the "
-                                        f"face crops and face_index.csv")
+                                        f"face crops and face_index.parquet")
             break
     return out
 
@@ -374,18 +381,18 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
 
     Returns:
         The :class:`ExtractionReport` (also written to ``extraction_report.json``); its ``index`` attribute holds
-        the :class:`~faceforge.data.detection.face_index.FaceIndex` written to ``face_index.csv``.
+        the :class:`~faceforge.data.detection.face_index.FaceIndex` written to ``face_index.parquet``.
 
     Raises:
         ValueError: on invalid settings or duplicate/unsafe video ids.
         ExtractionSettingsError: if ``output_dir`` holds an extraction made with other settings.
         FaceDetectorError: if the detector settings are invalid.
         EmptyExtractionError: if no face at all was found (no video given or readable, or no face detected);
-            ``extraction_report.json`` is written, ``face_index.csv`` is not (an earlier one is removed), so a
+            ``extraction_report.json`` is written, ``face_index.parquet`` is not (an earlier one is removed), so a
             later run extracts again.
         OutputFolderError: if ``output_dir`` (or a parent) is an existing file (checked before any work).
         DiskFullError: if the disk fills up while a file is written (the message names it); finished videos are
-            kept, and no ``face_index.csv`` is left (an earlier one is removed).
+            kept, and no ``face_index.parquet`` is left (an earlier one is removed).
     """
     t0 = time.perf_counter()
     records = sorted(records, key=lambda r: r.video_id)
@@ -502,7 +509,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         report.seconds = round(time.perf_counter() - t0, 3)
         if not len(index):
             # An empty index would be reused as complete by every later run: write none (remove a stale one).
-            for name in (INDEX_FILENAME, META_FILENAME):
+            for name in (*INDEX_FILENAMES, META_FILENAME):
                 (output_dir / name).unlink(missing_ok=True)
             with _disk_full_names(output_dir / REPORT_FILENAME):
                 atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
@@ -520,7 +527,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         return report
     except DiskFullError:
         # The folder is incomplete now: leave no index that a later run would take for a finished one.
-        for name in (INDEX_FILENAME, META_FILENAME):
+        for name in (*INDEX_FILENAMES, META_FILENAME):
             with contextlib.suppress(OSError):
                 (output_dir / name).unlink(missing_ok=True)
         raise
@@ -530,7 +537,7 @@ def extract_dataset(dataset: str, root: str | Path, output_dir: str | Path,
                     reader_kwargs: Mapping[str, Any] | None = None, **extract_kwargs: Any) -> FaceIndex:
     """Read a dataset's official layout and extract its faces (see :func:`extract_faces`).
 
-    Writes ``face_index.csv``, ``face_index.meta.json`` (dataset, absolute root, reader, sampling, detector and
+    Writes ``face_index.parquet``, ``face_index.meta.json`` (dataset, absolute root, reader, sampling, detector and
     crop settings, counts) and ``extraction_report.json`` into ``output_dir``.
 
     Args:
