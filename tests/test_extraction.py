@@ -335,7 +335,7 @@ def test_cli_fresh_run(tmp_path, fixtures_dir, capsys):
     assert main(["--dataset", "dfdc", "--root", str(root), "--output", str(out), "--num-frames", "2",
                  "--image-format", "jpg", "--size", "64", "--val-fraction", "0", "--test-fraction", "0"]) == 0
     printed = capsys.readouterr()
-    assert "[2/2]" in printed.err and "faces:" in printed.out
+    assert "videos: 100%" in printed.err and "2/2" in printed.err and "faces:" in printed.out  # the tqdm bar
     index = FaceIndex.read(out)
     assert index.columns["video_id"].tolist() == ["dfdc/lynaeydofd"] * 2
     assert set(index.columns["split"].tolist()) == {"train"}
@@ -356,3 +356,53 @@ def test_parallel_workers_give_the_same_index(extracted, dfdc_root, tmp_path):
         a = cv2.imread(str(out / "crops" / "dfdc" / "lynaeydofd" / name))
         b = cv2.imread(str(par / "crops" / "dfdc" / "lynaeydofd" / name))
         assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(extracted, dfdc_root, tmp_path):
+    """SIGKILL of ``faceforge-extract-faces --workers 2`` mid-run: its workers die with it (issue 8: they used to
+    stay alive in futex_wait), and rerunning the same command completes an index byte-identical to an
+    uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_runner import _alive, _children
+
+    out_ref, _, _ = extracted
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "faceforge.data.detection.extraction.cli", "--dataset", "dfdc", "--root",
+            str(dfdc_root), "--output", str(out), "--num-frames", "4", "--size", "96", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers |= {p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+            if (out / "videos").is_dir() and any((out / "videos").rglob("*.json")):
+                break  # the first video is done: the run is in the middle
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
+        assert len(workers) == 2, f"expected 2 workers, saw {sorted(workers)}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not [p for p in workers if _alive(p)], "workers outlived the killed extraction"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+    assert not (out / "face_index.parquet").exists()  # the index is written last
+    done = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "already done" in done.stdout
+    assert (out / "face_index.parquet").read_bytes() == (out_ref / "face_index.parquet").read_bytes()
+    assert (out / "face_index.meta.json").read_bytes() == (out_ref / "face_index.meta.json").read_bytes()

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
-import multiprocessing
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ import cv2
 import numpy as np
 
 from faceforge.data.core.records import ReaderReport, VideoRecord
+from faceforge.data.core.runner import run_parallel
 from faceforge.data.detection.extraction.crop import crop_face
 from faceforge.data.detection.extraction.detector import FaceDetector
 from faceforge.data.detection.extraction.sampling import SAMPLING_MODES, sample_frame_indices
@@ -237,9 +236,17 @@ def _marker_path(output_dir: Path, video_id: str) -> Path:
 
 # ----------------------------------------------------------------------------------------------- one video
 def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str, Any]:
-    """Extract one video; write its crops and, last, its marker. Returns a small status dict."""
+    """Extract one video into memory; return its status and, when it gave frames, its encoded crops and marker.
+
+    Runs in a worker (or in this process with ``workers == 1``) and writes nothing: :func:`_write_video` does, in
+    the main process, so a killed run never leaves a half-written file from a worker.
+
+    Returns:
+        ``{"video_id", "path", "status", "reason", "faces"}`` plus, for a decoded video, ``"crops"`` (a list of
+        ``(relative path, encoded image bytes)``) and ``"marker"`` (the done-marker's JSON content).
+    """
     rec = task["record"]
-    video_id, out_dir = rec["video_id"], Path(task["output_dir"])
+    video_id = rec["video_id"]
     base = {"video_id": video_id, "path": rec["path"]}
     try:
         info = probe_video(rec["path"])
@@ -250,6 +257,7 @@ def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str,
         return {**base, "status": "unreadable", "reason": exc.reason}
     suffix, params = IMAGE_FORMATS[task["image_format"]]
     rows: list[dict[str, Any]] = []
+    crops: list[tuple[str, bytes]] = []
     frames_with_face = 0
     with stream:
         for frame_index, frame in prefetch(stream, depth=2):  # decode the next frames during detection
@@ -261,8 +269,7 @@ def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str,
                 ok, buf = cv2.imencode(f".{suffix}", np.ascontiguousarray(crop[:, :, ::-1]), params)
                 if not ok:
                     raise RuntimeError(f"OpenCV could not encode a {suffix} crop")
-                with _disk_full_names(out_dir / rel):
-                    atomic_write_bytes(out_dir / rel, buf.tobytes())
+                crops.append((rel, buf.tobytes()))
                 x1, y1, x2, y2 = (float(v) for v in det.box)
                 rows.append({**{c: rec[c] for c in _VIDEO_COLUMNS if c != "video_path"},
                              "video_path": rec["rel_path"], "num_frames": info.num_frames,
@@ -277,17 +284,30 @@ def _process_video(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str,
               "width": info.width, "height": info.height, "frames_requested": len(stream.requested),
               "frames_decoded": len(stream.returned), "frames_with_face": frames_with_face,
               "truncated": stream.truncated, "reason": stream.reason, "rows": rows}
-    with _disk_full_names(_marker_path(out_dir, video_id)):
-        atomic_write_json(_marker_path(out_dir, video_id), marker)
     return {**base, "status": "truncated" if stream.truncated else ("ok" if rows else "no_face"),
-            "reason": stream.reason, "faces": len(rows)}
+            "reason": stream.reason, "faces": len(rows), "crops": crops, "marker": marker}
+
+
+def _write_video(output_dir: Path, result: Mapping[str, Any]) -> None:
+    """Write one video's crops and then, last, its done-marker (main process only; each write atomic).
+
+    Raises:
+        DiskFullError: if the disk fills up (naming the file).
+    """
+    if "marker" not in result:
+        return  # unreadable or failed: no marker, tried again on the next run
+    for rel, data in result["crops"]:
+        with _disk_full_names(output_dir / rel):
+            atomic_write_bytes(output_dir / rel, data)
+    marker = _marker_path(output_dir, result["video_id"])
+    with _disk_full_names(marker):
+        atomic_write_json(marker, result["marker"])
 
 
 def _safe_process(detector: FaceDetector, task: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_process_video`, with any error of a bad video turned into a ``failed`` status (the run goes on)."""
     try:
         return _process_video(detector, task)
-    except DiskFullError:  # a full disk stops the run (every later video would fail the same way)
-        raise
     except Exception as exc:  # a bad video never stops the run
         rec = task["record"]
         return {"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
@@ -298,6 +318,7 @@ _WORKER_DETECTOR: FaceDetector | None = None
 
 
 def _init_worker(detector_kwargs: dict[str, Any], torch_threads: int) -> None:
+    """Runner initializer of an extraction worker: set its torch threads and build its detector once."""
     import torch
 
     global _WORKER_DETECTOR
@@ -319,6 +340,7 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 
 def _worker_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Runner work function of an extraction worker (uses the detector :func:`_init_worker` built)."""
     assert _WORKER_DETECTOR is not None, "worker not initialised"
     return _safe_process(_WORKER_DETECTOR, task)
 
@@ -370,7 +392,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         detector: keyword arguments of :class:`~faceforge.data.detection.extraction.detector.FaceDetector`
             (e.g. ``{"device": "cuda", "keep": 2}``).
         workers: processes working on videos in parallel (1: in this process).
-        progress: print one line per video to stderr.
+        progress: show a progress bar (tqdm, on stderr).
         torch_threads: torch intra-op threads per worker (in this process when ``workers == 1``, restored
             afterwards). MTCNN's small convolutions gain little from more threads, and on shared cores OpenMP
             threads that wait for each other made detection about 6x slower in our measurements: use ``workers``
@@ -427,47 +449,34 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         }
         _check_settings(output_dir, settings)
 
-        todo = [r for r in records if not _marker_path(output_dir, r.video_id).is_file()]
         task_opts = {"output_dir": str(output_dir), "num_frames": num_frames, "sampling": sampling, "stride": stride,
                      "seed": seed, "margin": margin, "size": size, "image_format": image_format}
-        tasks = [{**task_opts, "record": {**r.to_dict(), "path": str(r.path)}} for r in todo]
+        tasks = [{**task_opts, "record": {**r.to_dict(), "path": str(r.path)}} for r in records]
         results: list[dict[str, Any]] = []
 
-        def _log(res: dict[str, Any]) -> None:
-            results.append(res)
-            if progress:
-                extra = f", {res['reason']}" if res.get("reason") else ""
-                print(f"[{len(results)}/{len(tasks)}] {res['video_id']}: {res['status']}, {res.get('faces', 0)} faces"
-                      f"{extra} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+        def _on_result(task: Mapping[str, Any], res: dict[str, Any]) -> None:
+            _write_video(output_dir, res)  # this process alone writes
+            results.append({k: v for k, v in res.items() if k not in ("crops", "marker")})
 
-        if workers == 1 or len(tasks) <= 1:
+        def _on_error(task: Mapping[str, Any], exc: BaseException) -> None:  # a worker died (killed for memory?)
+            rec = task["record"]
+            results.append({"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
+                            "reason": f"worker process failed: {type(exc).__name__}: {exc}"})
+
+        run_kw: dict[str, Any] = {"on_result": _on_result, "on_error": _on_error,
+                                  "skip": lambda t: _marker_path(output_dir, t["record"]["video_id"]).is_file(),
+                                  "progress": "videos" if progress else False}
+        if workers == 1:
             with _torch_threads(torch_threads):
-                for task in tasks:
-                    _log(_safe_process(det, task))
+                stats = run_parallel(tasks, functools.partial(_safe_process, det), **run_kw)
         else:
             del det
-            ctx = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
-                                       initargs=(detector_kwargs, torch_threads))
-            try:
-                futures = {pool.submit(_worker_task, task): task for task in tasks}
-                for fut in as_completed(futures):
-                    try:
-                        res = fut.result()
-                    except DiskFullError:
-                        raise
-                    except Exception as exc:  # e.g. BrokenProcessPool: a worker died (killed for memory?)
-                        rec = futures[fut]["record"]
-                        res = {"video_id": rec["video_id"], "path": rec["path"], "status": "failed",
-                               "reason": f"worker process failed: {type(exc).__name__}: {exc}"}
-                    _log(res)
-            except BaseException:  # Ctrl-C: do not wait for the queued videos (finished ones are on disk)
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+            stats = run_parallel(tasks, _worker_task, workers=workers, initializer=_init_worker,
+                                 initargs=(detector_kwargs, torch_threads), **run_kw)
 
-        report = ExtractionReport(output_dir=str(output_dir), videos_total=len(records), videos_extracted=len(tasks),
-                                  videos_skipped=len(records) - len(tasks),
+        report = ExtractionReport(output_dir=str(output_dir), videos_total=len(records),
+                                  videos_extracted=stats.total - stats.skipped,
+                                  videos_skipped=stats.skipped,
                                   reader=reader_report.to_dict() if reader_report is not None else {})
         for res in sorted(results, key=lambda r: r["video_id"]):
             if res["status"] in ("unreadable", "failed"):
