@@ -189,7 +189,7 @@ def make_w300lp_volumes(output_dir: str | os.PathLike, root: str | os.PathLike, 
         compression=None if compression in (None, "none") else str(compression), shard_size=int(shard_size),
         val_fraction=float(val_fraction), flat_split=str(flat_split))
     return generate_volumes(samples, output_dir, model, topology=topology, workers=int(workers), config=config,
-                            redo_skipped=bool(redo_skipped))
+                            redo_skipped=bool(redo_skipped), progress=bool(progress))
 
 
 def build_w300lp_volumes(output_dir: str | os.PathLike, root: str | os.PathLike, **settings: Any) -> dict[str, Any]:

@@ -38,9 +38,9 @@ Resumable: a shard is complete when its record exists (written after its ``.h5``
 ``.h5`` has the recorded size; a rerun skips complete shards and regenerates the others, so an interrupted run
 continues where it stopped and a rerun of a finished one writes the same index. Skipped samples are recorded too
 (``redo_skipped=True`` retries them); a shard that recorded an ``internal_error`` (a bug, not bad input) is always
-regenerated. Every file is written to a temporary name and renamed (atomic). Parallel:
-samples are processed by a ``ProcessPoolExecutor`` (``spawn``); only the main process writes files. One run per
-output folder at a time.
+regenerated. Every file is written to a temporary name and renamed (atomic). Parallel: samples are processed by
+the shared runner (:func:`faceforge.data.core.runner.run_parallel`: spawned workers that exit when this process
+dies, a progress bar); only the main process writes files. One run per output folder at a time.
 
 Splits: samples in the sub-folders of a 300W-LP tree are ``"train"``, except a deterministic ``val_fraction`` of
 source faces (grouped over pose variants and flips, so a face never straddles splits) that are ``"val"``; samples
@@ -53,13 +53,11 @@ import itertools
 import json
 import logging
 import math
-import multiprocessing
 import os
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.data.core.image_io import ImageReadError, read_rgb_image
+from faceforge.data.core.runner import run_parallel
 from faceforge.data.detection.face_index import format_landmarks
 from faceforge.data.reconstruction.codec import DENSE_BYTES_PER_SAMPLE, EncodedVolume
 from faceforge.data.reconstruction.errors import VolumeGenerationError
@@ -297,8 +296,8 @@ def _skip(sample: W300LPSample, reason: str, detail: str) -> dict[str, Any]:
     return {"ok": False, "sample_id": sample.sample_id, "reason": reason, "detail": detail}
 
 
-def _process_task(task: tuple[W300LPSample, str]) -> dict[str, Any]:
-    sample, split = task
+def _process_task(task: tuple[tuple[int, int], W300LPSample, str]) -> dict[str, Any]:
+    _, sample, split = task
     try:
         return _process_sample(sample, split, _WORKER["model"], _WORKER["topology"], _WORKER["config"])
     except Exception as exc:  # noqa: BLE001 - a bug must be reported, not kill the run
@@ -480,7 +479,7 @@ def _write_shard(out: Path, shard: _Shard, results: list[dict[str, Any]], cfg: V
 def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike, model: MorphableModel,
                      topology: FaceTopology | None = None, workers: int = 1,
                      config: VolumeGenerationConfig | None = None, redo_skipped: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> VolumeReport:
+                     progress: bool = False) -> VolumeReport:
     """Turn image + label pairs into stored VRN volumes, with an index and a report.
 
     See the module docstring for the outputs, resumption, splits and what the model can represent. Bad samples
@@ -498,7 +497,7 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
         workers: processes (1: in this process).
         config: how volumes are made (:class:`VolumeGenerationConfig`).
         redo_skipped: also regenerate complete shards that recorded skipped samples (after fixing inputs).
-        progress: called as ``progress(done, total)`` after each shard.
+        progress: show a tqdm progress bar of the samples to process (stderr).
 
     Returns:
         VolumeReport (also written to ``output/volume_report.json``).
@@ -548,7 +547,6 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
 
     done = 0
     if pending:
-        tasks = [((shard.index, k), (s, shard.splits[k])) for shard in pending for k, s in enumerate(shard.samples)]
         buffers: dict[int, list[dict[str, Any] | None]] = {s.index: [None] * len(s.samples) for s in pending}
         remaining = {s.index: len(s.samples) for s in pending}
         by_index = {s.index: s for s in pending}
@@ -561,36 +559,20 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
             if remaining[j] == 0:
                 records[j] = _write_shard(out, by_index[j], buffers.pop(j), cfg, config_digest)  # type: ignore[arg-type]
                 done += len(by_index[j].samples)
-                log.info("shard %s written (%d/%d samples)", by_index[j].name, done, total_pending)
-                if progress is not None:
-                    progress(done, total_pending)
+                log.debug("shard %s written (%d/%d samples)", by_index[j].name, done, total_pending)
 
-        model_cfg = (model, topology, cfg)
-        if workers == 1:
-            _init_worker(*model_cfg, limit_threads=False)
-            try:
-                for key, task in tasks:
-                    collect(key, _process_task(task))
-            finally:
-                _WORKER.clear()
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            window = 4 * workers
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=model_cfg) as pool:
-                it = iter(tasks)
-                inflight: dict[Future, tuple[int, int]] = {}
-                for key, task in it:
-                    inflight[pool.submit(_process_task, task)] = key
-                    if len(inflight) >= window:
-                        break
-                while inflight:
-                    finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        collect(inflight.pop(fut), fut.result())
-                        nxt = next(it, None)
-                        if nxt is not None:
-                            inflight[pool.submit(_process_task, nxt[1])] = nxt[0]
+        def failed(item: tuple[tuple[int, int], W300LPSample, str], exc: BaseException) -> None:
+            # _process_task reports its own exceptions; this is a worker that died (e.g. killed for memory)
+            collect(item[0], _skip(item[1], "internal_error", f"worker failed: {type(exc).__name__}: {exc}"))
+
+        items = [((shard.index, k), s, shard.splits[k]) for shard in pending for k, s in enumerate(shard.samples)]
+        try:
+            run_parallel(items, _process_task, workers=workers, initializer=_init_worker,
+                         initargs=(model, topology, cfg, workers > 1 and len(items) > 1),
+                         on_result=lambda item, result: collect(item[0], result), on_error=failed,
+                         progress="volumes" if progress else False)
+        finally:
+            _WORKER.clear()  # the model, when the samples ran in this process
 
     # -- index and report ------------------------------------------------------------------------------------
     rows = [row for shard in shards for row in records[shard.index]["rows"]]
