@@ -5,6 +5,7 @@
 * ResNeXt-50 + LSTM video detector: :class:`ResNeXtLSTM` (``resnext_lstm.py``).
 * VRN (Jackson et al. 2017): :class:`VRN`, :class:`VRNGuided`, :class:`VRNMultitask` (``vrn.py``) built from the
   hourglasses of ``hourglass.py``.
+* 3DFaceGAN-style baseline (Moschoglou et al. 2020, BEGAN discriminator): :class:`FaceGAN` (``facegan.py``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ _EXPORTS = {
     "KerasWeightsError": "meso", "Meso4": "meso", "MesoInception4": "meso", "from_keras_h5": "meso",
     "mesonet_preprocess": "meso", "ModelInputError": "meso", "PretrainedWeightsError": "resnext_lstm",
     "ResNeXtLSTM": "resnext_lstm",
+    "FaceGAN": "facegan",
     "VRN": "vrn", "VRNGuided": "vrn", "VRNMultitask": "vrn", "gaussian_heatmaps": "vrn",
 }
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,239 @@
+"""A 3DFaceGAN-style baseline over VRN volumes: an image-to-shape generator and an autoencoder discriminator.
+
+Sources and choices
+-------------------
+* From **3DFaceGAN** (Moschoglou et al., "3DFaceGAN: Adversarial Nets for 3D Face Representation, Generation, and
+  Translation", IJCV 128 (2020), arXiv 1905.00307): a GAN for 3D face shapes whose DISCRIMINATOR IS AN
+  AUTOENCODER of the shape (it is scored by how well it reconstructs its input), and a generator that is itself
+  an encoder-decoder, used both to represent a given face (here: to map a face image to its shape) and to
+  generate new faces (here: to decode a noise vector).
+* From **BEGAN** (Berthelot et al., "BEGAN: Boundary Equilibrium Generative Adversarial Networks", 2017,
+  arXiv 1703.10717), which 3DFaceGAN's discriminator follows: the encoder / decoder layout (3x3 convolutions with
+  ELU, no batch normalisation, stride-2 convolutions down and nearest-neighbour upsampling up, a fully connected
+  bottleneck of ``latent_dim`` / ``hidden_dim`` units between an ``base x base`` feature map and the vector), and
+  the discriminator's output being a reconstruction of its input (its losses and the equilibrium variable k are
+  in :mod:`faceforge.losses.began`).
+* **Our choices** (the 3DFaceGAN paper works on UV maps of a registered mesh; its layer sizes are not used here):
+  the shape is the VRN volume (``D x S x S`` occupancy, the representation of :mod:`faceforge.models.vrn`, the
+  depth levels as channels), so that evaluation produces a volume and a mesh and the VRN metrics apply
+  unchanged; the generator returns volume LOGITS like the VRN networks (sigmoid in the loss and before
+  thresholding); the discriminator takes and returns occupancy PROBABILITIES in [0, 1] (a sigmoid on its last
+  layer), real shapes being the binary ground truth and fake ones ``sigmoid(generator logits)``; the noise vector
+  of unconditional sampling is ``z ~ N(0, I)`` of the generator's latent size, decoded by the same decoder as the
+  image code; the channel widths, the number of levels and the latent sizes are ours (see the arguments).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FaceGAN", "ShapeAutoencoder", "ShapeDecoder", "ShapeEncoder", "ShapeGenerator"]
+
+
+def _conv_elu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1), nn.ELU(inplace=True))
+
+
+def _check_sizes(size: int, levels: int, where: str) -> int:
+    if levels < 1:
+        raise ValueError(f"{where}: levels must be >= 1, got {levels}")
+    if size < 2 ** levels or size % (2 ** levels):
+        raise ValueError(f"{where}: size {size} must be a multiple of 2**levels = {2 ** levels}")
+    return size // (2 ** levels)
+
+
+class ShapeEncoder(nn.Module):
+    """BEGAN-style encoder: (B, in_channels, S, S) -> (B, latent_dim).
+
+    ``conv3x3 + ELU`` to ``channels``, then ``levels`` times (``conv3x3 + ELU``, stride-2 ``conv3x3 + ELU``
+    widening by ``channels``), a last ``conv3x3 + ELU``, and a fully connected layer from the flattened
+    ``(levels + 1) * channels x base x base`` map (``base = S / 2**levels``) to ``latent_dim`` (no activation).
+
+    Args:
+        in_channels: 3 for RGB images, D for volumes.
+        size: spatial input size S (a multiple of ``2**levels``).
+        channels: width step (BEGAN's n).
+        levels: stride-2 downsamplings.
+        latent_dim: output size.
+
+    Raises:
+        ValueError: on sizes that do not fit.
+    """
+
+    def __init__(self, in_channels: int, size: int, channels: int = 32, levels: int = 3,
+                 latent_dim: int = 128) -> None:
+        super().__init__()
+        self.base = _check_sizes(size, levels, "ShapeEncoder")
+        self.in_channels, self.size = in_channels, size
+        layers: list[nn.Module] = [_conv_elu(in_channels, channels)]
+        width = channels
+        for i in range(levels):
+            layers += [_conv_elu(width, width), _conv_elu(width, channels * (i + 2), stride=2)]
+            width = channels * (i + 2)
+        layers.append(_conv_elu(width, width))
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(width * self.base * self.base, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, S, S) float -> (B, latent_dim) float."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != (self.size, self.size):
+            raise ValueError(f"ShapeEncoder expects (B, {self.in_channels}, {self.size}, {self.size}), got "
+                             f"{tuple(x.shape)}")
+        return self.fc(self.features(x).flatten(1))
+
+
+class ShapeDecoder(nn.Module):
+    """BEGAN-style decoder: (B, latent_dim) -> (B, out_channels, S, S), raw outputs (no final activation).
+
+    A fully connected layer to ``channels x base x base`` (``base = S / 2**levels``), then ``levels`` times
+    (``conv3x3 + ELU`` twice, nearest-neighbour upsampling x2), ``conv3x3 + ELU`` twice and a ``conv3x3`` to
+    ``out_channels``.
+
+    Args:
+        latent_dim: input size.
+        out_channels: D (volume depth levels).
+        size: output spatial size S.
+        channels: width (BEGAN's n).
+        levels: x2 upsamplings.
+
+    Raises:
+        ValueError: on sizes that do not fit.
+    """
+
+    def __init__(self, latent_dim: int, out_channels: int, size: int, channels: int = 32, levels: int = 3) -> None:
+        super().__init__()
+        self.base = _check_sizes(size, levels, "ShapeDecoder")
+        self.latent_dim, self.channels = latent_dim, channels
+        self.fc = nn.Linear(latent_dim, channels * self.base * self.base)
+        self.blocks = nn.ModuleList([nn.Sequential(_conv_elu(channels, channels), _conv_elu(channels, channels))
+                                     for _ in range(levels)])
+        self.head = nn.Sequential(_conv_elu(channels, channels), _conv_elu(channels, channels),
+                                  nn.Conv2d(channels, out_channels, 3, padding=1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) float -> (B, out_channels, S, S) float (unbounded)."""
+        if h.ndim != 2 or h.shape[1] != self.latent_dim:
+            raise ValueError(f"ShapeDecoder expects (B, {self.latent_dim}), got {tuple(h.shape)}")
+        x = self.fc(h).view(h.shape[0], self.channels, self.base, self.base)
+        for block in self.blocks:
+            x = F.interpolate(block(x), scale_factor=2, mode="nearest")
+        return self.head(x)
+
+
+class ShapeGenerator(nn.Module):
+    """The generator: a face image, or a noise vector, to volume logits.
+
+    ``image -> ShapeEncoder -> code (latent_dim) -> ShapeDecoder -> (B, D, S, S) logits``; for unconditional
+    sampling the code is a noise vector ``z ~ N(0, I)`` instead (3DFaceGAN's generation use; our choice of prior).
+
+    Args:
+        image_size: S, side of the (square) input image and of the output volume.
+        volume_depth: D.
+        in_channels: image channels (3).
+        channels: width of encoder and decoder.
+        levels: downsamplings / upsamplings.
+        latent_dim: size of the code (and of the noise vector).
+
+    Shapes:
+        ``forward(images (B, in_channels, S, S) float in [0, 1])`` or ``forward(z=(B, latent_dim))`` ->
+        (B, D, S, S) float LOGITS.
+
+    Raises:
+        ValueError: bad sizes, or neither / both of ``images`` and ``z`` given.
+    """
+
+    def __init__(self, image_size: int = 64, volume_depth: int = 64, in_channels: int = 3, channels: int = 32,
+                 levels: int = 3, latent_dim: int = 128) -> None:
+        super().__init__()
+        self.image_size, self.volume_depth, self.latent_dim = image_size, volume_depth, latent_dim
+        self.encoder = ShapeEncoder(in_channels, image_size, channels, levels, latent_dim)
+        self.decoder = ShapeDecoder(latent_dim, volume_depth, image_size, channels, levels)
+
+    def forward(self, images: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Volume logits from images (conditional) or from noise codes (unconditional); see the class."""
+        if (images is None) == (z is None):
+            raise ValueError("ShapeGenerator needs exactly one of images and z")
+        code = self.encoder(images) if images is not None else z
+        return self.decoder(code)
+
+
+class ShapeAutoencoder(nn.Module):
+    """The discriminator: an autoencoder of occupancy volumes (BEGAN / 3DFaceGAN).
+
+    ``volume (B, D, S, S) in [0, 1] -> ShapeEncoder -> h (hidden_dim) -> ShapeDecoder -> sigmoid ->
+    reconstruction (B, D, S, S) in [0, 1]``. Its "score" of a shape is the reconstruction error
+    (:func:`faceforge.losses.began.autoencoder_loss`).
+
+    Args:
+        volume_size: S.
+        volume_depth: D.
+        channels: width.
+        levels: downsamplings / upsamplings.
+        hidden_dim: bottleneck size (BEGAN's h).
+    """
+
+    def __init__(self, volume_size: int = 64, volume_depth: int = 64, channels: int = 32, levels: int = 3,
+                 hidden_dim: int = 64) -> None:
+        super().__init__()
+        self.volume_size, self.volume_depth = volume_size, volume_depth
+        self.encoder = ShapeEncoder(volume_depth, volume_size, channels, levels, hidden_dim)
+        self.decoder = ShapeDecoder(hidden_dim, volume_depth, volume_size, channels, levels)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, D, S, S) float in [0, 1] -> (B, D, S, S) float reconstruction in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.encoder(volume)))
+
+
+class FaceGAN(nn.Module):
+    """The two players in one module (one checkpointed network): ``generator`` and ``discriminator``.
+
+    Calling it runs the generator only (so it slots in where a VRN does): ``net(images)`` -> (B, D, S, S) volume
+    logits; :meth:`sample` decodes noise. The task (:class:`faceforge.tasks.facegan.FaceGANTask`) trains both.
+
+    Args:
+        image_size: S (input image side = volume side).
+        volume_depth: D.
+        in_channels: image channels.
+        generator_channels, discriminator_channels: widths.
+        levels: downsamplings / upsamplings of every encoder and decoder.
+        latent_dim: generator code / noise size.
+        hidden_dim: discriminator bottleneck.
+
+    Shapes:
+        (B, in_channels, S, S) float in [0, 1] -> (B, D, S, S) float LOGITS.
+    """
+
+    def __init__(self, image_size: int = 64, volume_depth: int = 64, in_channels: int = 3,
+                 generator_channels: int = 32, discriminator_channels: int = 32, levels: int = 3,
+                 latent_dim: int = 128, hidden_dim: int = 64) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.generator = ShapeGenerator(image_size, volume_depth, in_channels, generator_channels, levels,
+                                        latent_dim)
+        self.discriminator = ShapeAutoencoder(image_size, volume_depth, discriminator_channels, levels, hidden_dim)
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the generator's code / noise vector."""
+        return self.generator.latent_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, S, S) float -> (B, D, S, S) volume logits (the generator, conditional)."""
+        return self.generator(images)
+
+    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unconditional generation: ``num`` new shapes decoded from ``z ~ N(0, I)``.
+
+        Args:
+            num: samples (>= 1).
+            generator: torch random generator for z (None: the global one).
+
+        Returns:
+            (num, D, S, S) float volume LOGITS.
+        """
+        if num < 1:
+            raise ValueError(f"num must be >= 1, got {num}")
+        device = next(self.parameters()).device
+        z = torch.randn(num, self.latent_dim, generator=generator, device="cpu").to(device)
+        return self.generator(z=z)
