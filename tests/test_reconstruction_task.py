@@ -84,7 +84,8 @@ def datamodule(tmp_path_factory: pytest.TempPathFactory) -> VolumeDataModule:
 
 @pytest.fixture(scope="module")
 def batch(datamodule: VolumeDataModule) -> dict:
-    return next(iter(datamodule.val_dataloader()))
+    # as the task receives it: the run maps decoded on the device by the data module's on_after_batch_transfer
+    return datamodule.on_after_batch_transfer(next(iter(datamodule.val_dataloader())), 0)
 
 
 # ------------------------------------------------------------------ helpers
@@ -175,7 +176,8 @@ def test_mismatched_volume_and_variant_errors(batch: dict) -> None:
 # ------------------------------------------------------------------ Lightning, checkpoints, outputs
 def test_fit_test_checkpoint_round_trip(datamodule: VolumeDataModule, tmp_path: Path) -> None:
     pl.seed_everything(0)
-    task = make_task("guided", optimizer={"name": "adam", "lr": 1e-3}, num_val_meshes=2, mesh_format="obj")
+    task = make_task("guided", optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3}, num_val_meshes=2,
+                     mesh_format="obj")
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/iou", mode="max", save_last=True)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, callbacks=[ckpt], enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp_path), num_sanity_val_steps=0,
@@ -199,7 +201,7 @@ def test_fit_test_checkpoint_round_trip(datamodule: VolumeDataModule, tmp_path: 
     raw = torch.load(best, map_location="cpu", weights_only=True)
     assert raw["faceforge"]["task_class"] == "faceforge.tasks.reconstruction.VolumeRegressionTask"
     hp = raw["hyper_parameters"]
-    assert hp["variant"] == "guided" and hp["optimizer"] == {"name": "adam", "lr": 1e-3}
+    assert hp["variant"] == "guided" and hp["optimizer"] == {"_target_": "torch.optim.Adam", "lr": 1e-3}
     assert yaml.safe_load(hp["net_spec"])["_target_"] == "faceforge.models.vrn.VRNGuided"
     loaded = load_task(best)
     assert isinstance(loaded, VolumeRegressionTask) and isinstance(loaded.net, VRNGuided)
@@ -281,3 +283,34 @@ def test_default_optimisation_is_the_papers() -> None:
 
 
 
+
+
+# ------------------------------------------------------------------ batches arrive decoded; one typed protocol
+def test_data_module_decodes_volumes_and_the_task_imports_no_data_internals(datamodule: VolumeDataModule) -> None:
+    raw = next(iter(datamodule.val_dataloader()))
+    start, stop = raw["start"].clone(), raw["stop"].clone()
+    decoded = datamodule.on_after_batch_transfer(dict(raw), 0)
+    assert "start" not in decoded and "stop" not in decoded
+    assert decoded["volume"].dtype == torch.float32 and decoded["volume"].shape == (start.shape[0], DEPTH, SIZE, SIZE)
+    assert torch.equal(decoded["volume"], decode_runs(start, stop, DEPTH))
+    task = make_task("vrn")
+    with pytest.raises(ReconstructionTaskError, match="on_after_batch_transfer"):
+        task._run(raw, training=False)  # undecoded run maps are refused, not decoded by the task
+    import ast
+
+    import faceforge.tasks.reconstruction as rec
+
+    tree = ast.parse(Path(rec.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m and m.startswith("faceforge.data")]
+
+
+def test_task_data_protocol_is_checked_with_isinstance(datamodule: VolumeDataModule) -> None:
+    from faceforge.data.detection.datamodule import FaceDataModule
+    from faceforge.tasks.protocols import TaskData, task_data
+
+    assert isinstance(datamodule, TaskData) and task_data(datamodule) is datamodule
+    assert datamodule.item_names("val") == datamodule.sample_ids["val"] and datamodule.group_names() is None
+    assert task_data(object()) is None
+    assert issubclass(FaceDataModule, TaskData)

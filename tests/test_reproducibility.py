@@ -27,9 +27,9 @@ FRAME = ["data.builder.num_videos=8", "data.builder.frames_per_video=4", "data.b
 CLIP = ["model=resnext_lstm", "model.net.backbone=tiny", "model.net.hidden_size=16", "model.optimizer.lr=1e-3",
         "data.image_size=32", "data.builder.num_videos=12", "data.builder.frames_per_video=6", "data.clip_length=4",
         "data.batch_size=2", "trainer.max_epochs=2"]
-VRN = ["model=vrn", "data.builder.num_samples=24", "data.batch_size=4", "data.network.image_size=32",
-       "data.network.volume_depth=32", "data.network.features=16", "data.network.stem_channels=[8,16]",
-       "data.network.num_stacks=1", "data.network.hourglass_depth=1", "model.num_val_meshes=1",
+VRN = ["model=vrn", "data.builder.num_samples=24", "data.batch_size=4", "data.image_size=32",
+       "data.volume_depth=32", "model.net.features=16", "model.net.stem_channels=[8,16]",
+       "model.net.num_stacks=1", "model.net.depth=1", "model.num_val_meshes=1",
        "trainer.max_epochs=2"]
 WORKERS = ["data.num_workers=2", "data.persistent_workers=true"]
 

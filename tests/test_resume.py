@@ -215,8 +215,11 @@ def test_resume_checks_name_each_difference() -> None:
         with pytest.raises(ResumeError, match=expect.replace(".", r"\.")):
             check_resume(_ckpt_dict(), cfg, "last.ckpt")
     volume = {"network": {"image_size": 64, "volume_depth": 64}}
-    with pytest.raises(ResumeError, match="data.network.volume_depth: 64 -> 200"):
-        check_resume(_ckpt_dict(data=volume), _cfg(data={"network": {"image_size": 64, "volume_depth": 200}}), "x")
+    with pytest.raises(ResumeError, match="data.volume_depth: 64 -> 200"):  # an older checkpoint (data.network)
+        check_resume(_ckpt_dict(data=volume), _cfg(data={"image_size": 64, "volume_depth": 200}), "x")
+    with pytest.raises(ResumeError, match="data.volume_depth: 64 -> 200"):
+        check_resume(_ckpt_dict(data={"image_size": 64, "volume_depth": 64}),
+                     _cfg(data={"image_size": 64, "volume_depth": 200}), "x")
     with pytest.raises(ResumeError, match="not written by a faceforge task"):
         check_resume({**_ckpt_dict(), "faceforge": {}}, _cfg(), "x")
 

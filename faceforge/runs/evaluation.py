@@ -17,10 +17,10 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from faceforge.registry import RegistryError, check_primitive
 from faceforge.reporting.tables import csv_table, markdown_table
 from faceforge.runs.common import RunConfigError, instantiate_group, project_root
 from faceforge.runs.config_checks import check_model_data_pairing, check_required_settings, hydra_choice
+from faceforge.runs.input_needs import apply_input_needs, command_line_keys, legacy_input_needs, plain_input_needs
 from faceforge.runs.resume import write_hydra_record
 from faceforge.tasks.checkpointing import CheckpointError, load_task, read_checkpoint
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
@@ -38,75 +38,21 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-#: Data settings a model depends on (input size, clip length, 3D network sizes): evaluation takes them from the
-#: checkpoint's training data module unless the command line sets them.
-INHERITED_DATA_KEYS = ("image_size", "clip_length", "clip_sampling", "clips_per_video", "network")
-
-
-def _command_line_keys() -> set[str]:
-    """Config keys set on the command line (``data.clip_length=10`` -> ``data.clip_length``)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = HydraConfig.get().overrides.task
-    except ValueError:  # not running under Hydra
-        return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-
-
-def inherit_data_settings(cfg: DictConfig, ckpt: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
-    """Copy :data:`INHERITED_DATA_KEYS` from a checkpoint's saved data-module hyperparameters into ``cfg.data``.
-
-    A key is copied only where ``cfg.data`` has it and ``explicit`` (keys set on the command line) does not name
-    it, so a Meso-4 checkpoint is evaluated at 256 px and a ResNeXt-LSTM one on 10-frame 112 px clips without
-    repeating the training options. Returns the settings copied.
-
-    The values come from the checkpoint file, and ``cfg.data`` is instantiated with Hydra afterwards, so they
-    must be primitives with no ``_target_`` or other Hydra control key and no ``${...}`` interpolation.
+def checkpoint_input_needs(ckpt: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """What the checkpoint's network needs of the data: its task's ``input`` hyperparameter (``model.input`` when it
+    was trained), or for checkpoints written before that, the input settings of its data module's hyperparameters
+    (:func:`faceforge.runs.input_needs.legacy_input_needs`). Returns (needs, where they came from).
 
     Raises:
-        CheckpointError: a saved value that is not such a primitive.
+        CheckpointError: the saved values are not plain settings (a ``_target_``, an interpolation, an object).
     """
-    saved = ckpt.get("datamodule_hyper_parameters") or {}
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"the checkpoint's datamodule_hyper_parameters is a {type(saved).__name__}, not a "
-                              f"mapping")
-    copied: dict[str, Any] = {}
-    for key in INHERITED_DATA_KEYS:
-        if key in saved and key in cfg.data and f"data.{key}" not in explicit:
-            value = _safe_data_value(saved[key], key)
-            if OmegaConf.is_config(cfg.data[key]) and isinstance(value, dict):
-                value = OmegaConf.merge(cfg.data[key], value)
-            if cfg.data[key] != value:
-                cfg.data[key] = value
-                copied[key] = saved[key]
-    return copied
-
-
-def _safe_data_value(value: Any, key: str) -> Any:
-    """A data setting read from a checkpoint, checked: primitives only, no Hydra control key, no interpolation.
-
-    Raises:
-        CheckpointError: anything else.
-    """
+    hparams = ckpt.get("hyper_parameters") or {}
     try:
-        value = check_primitive(value, f"datamodule_hyper_parameters.{key}")
-    except RegistryError as exc:
-        raise CheckpointError(f"the checkpoint's {exc}") from None
-
-    def strings(v: Any) -> list[str]:
-        if isinstance(v, str):
-            return [v]
-        if isinstance(v, list):
-            return [s for x in v for s in strings(x)]
-        if isinstance(v, dict):
-            return [s for x in v.values() for s in strings(x)]
-        return []
-
-    if any("${" in s for s in strings(value)):
-        raise CheckpointError(f"the checkpoint's datamodule_hyper_parameters.{key} holds a '${{...}}' "
-                              f"interpolation; data settings from a checkpoint must be plain values")
-    return value
+        if isinstance(hparams, dict) and hparams.get("input") is not None:
+            return plain_input_needs(hparams["input"], "the checkpoint's hyper_parameters.input"), "input"
+        return legacy_input_needs(ckpt), "datamodule_hyper_parameters"
+    except RunConfigError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -237,7 +183,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # ---- checks: nothing is written or logged (evaluate.log is created at the first log line) before they pass
     inherited: dict[str, Any] = {}
     ckpt_path = Path(str(cfg.ckpt_path))
-    explicit = _command_line_keys()
+    explicit = command_line_keys()
     imported = is_keras_h5(ckpt_path)
     if imported:
         task, weights = _imported_mesonet_task(cfg, ckpt_path)
@@ -246,9 +192,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         trained_on = f"imported:{ckpt_path.name}"
     else:
         ckpt = read_checkpoint(ckpt_path)
-        inherited = inherit_data_settings(cfg, ckpt, explicit)
+        needs, _ = checkpoint_input_needs(ckpt)
         task = load_task(ckpt)
         _check_task_fits_data(task, cfg, ckpt_path)
+        needs = {k: v for k, v in needs.items() if k in cfg.data}  # e.g. a batch size the data does not take
+        inherited = apply_input_needs(cfg, needs, explicit, where=f"the checkpoint {ckpt_path.name}'s input")
         info = ckpt.get("faceforge") or {}
         trained_on = str(info.get("trained_on", "") or "")
         weights = {"kind": "trained", "source": "faceforge checkpoint", "format": "lightning_ckpt",
@@ -258,7 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_required_settings(cfg, "evaluate.py")
     pl.seed_everything(cfg.seed, workers=True)
     if inherited:
-        log.info("data settings taken from the checkpoint's training data: %s", inherited)
+        log.info("data settings taken from the checkpoint's input needs: %s", inherited)
     write_run_info(output_dir, OmegaConf.to_yaml(cfg, resolve=True), cfg.seed, project_root())
     write_hydra_record(output_dir, cfg)  # conf/evaluate.yaml sets hydra.output_subdir: null: written after the checks
 

@@ -117,20 +117,27 @@ def _task_differences(ckpt: Mapping[str, Any], cfg: DictConfig) -> list[str]:
     return diffs
 
 
+def _data_shape(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``image_size``, ``clip_length`` and ``volume_depth`` of data settings; older 3D configs and checkpoints held
+    the volume's shape in ``network.{image_size, volume_depth}``."""
+    net = values.get("network") if isinstance(values.get("network"), Mapping) else {}
+    out = {k: net[k] for k in ("image_size", "volume_depth") if k in net}
+    out.update({k: values[k] for k in ("image_size", "clip_length", "volume_depth")
+                if k in values and not (values[k] is None and k in out)})
+    return out
+
+
 def _data_differences(ckpt: Mapping[str, Any], cfg: DictConfig) -> list[str]:
     dhp = ckpt.get("datamodule_hyper_parameters") or {}
     data = OmegaConf.to_container(cfg.data, resolve=True)
     assert isinstance(data, dict)
     diffs = []
-    for key in ("image_size", "clip_length"):  # frame / clip data (FaceDataModule)
-        if key in dhp or key in data:
-            a, b = dhp.get(key, "<absent>"), data.get(key, "<absent>")
-            if key in dhp and not _same(a, b):
+    dhp, data = _data_shape(dhp), _data_shape(data)
+    for key in ("image_size", "clip_length", "volume_depth"):  # frame / clip data, and the volumes' shape
+        if key in dhp:
+            a, b = dhp.get(key), data.get(key, "<absent>")
+            if not _same(a, b):
                 diffs.append(f"data.{key}: {_short(a)} -> {_short(b)}")
-    old_net, new_net = dhp.get("network") or {}, data.get("network") or {}
-    for key in ("image_size", "volume_depth"):  # volume data (VolumeDataModule)
-        if key in old_net and not _same(old_net.get(key), new_net.get(key, "<absent>")):
-            diffs.append(f"data.network.{key}: {_short(old_net.get(key))} -> {_short(new_net.get(key, '<absent>'))}")
     return diffs
 
 
@@ -140,7 +147,7 @@ def check_resume(ckpt: Mapping[str, Any], cfg: DictConfig, ckpt_path: str | Path
     Compared: the task (class and hyperparameters: loss, optimiser, scheduler, variant, ...), the network spec
     stored in the checkpoint (``hyper_parameters.net_spec``) against ``model.net``, and the data shape the network
     was trained on (``datamodule_hyper_parameters``: ``image_size`` and ``clip_length`` of face data, the volume's
-    ``network.image_size`` / ``network.volume_depth`` of 3D data).
+    ``image_size`` / ``volume_depth`` of 3D data, ``network.*`` in older checkpoints).
 
     Args:
         ckpt: the checkpoint's contents (``torch.load(weights_only=True)``).

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
@@ -32,6 +32,7 @@ from faceforge.runs.config_checks import (
     check_required_settings,
     hydra_choice,
 )
+from faceforge.runs.input_needs import apply_input_needs, command_line_keys
 from faceforge.runs.resume import (
     check_fresh_run_folder,
     check_resume,
@@ -114,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     is_zero = pl.utilities.rank_zero.rank_zero_only.rank == 0
     # ---- checks: nothing is written (or logged into the run folder's train.log) before they pass
     check_run_config(cfg)
+    if cfg.model.get("input") is not None:  # the model's input needs go to the data config (model.input)
+        apply_input_needs(cfg, cfg.model.input, command_line_keys(), write_back=True)
     ckpt_path = resolve_ckpt_path(cfg, output_dir)
     position = None
     if ckpt_path is not None:
@@ -145,6 +148,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             finish_attempt(output_dir, attempt["attempt"], status)
 
 
+def build_task(model_cfg: DictConfig) -> pl.LightningModule:
+    """The task of ``model_cfg`` (``cfg.model``): its network instantiated by Hydra from ``model_cfg.net``, every
+    other setting handed to the task class as a plain value (so ``optimizer: {_target_: torch.optim.RMSprop, ...}``
+    stays a primitive spec that :mod:`faceforge.tasks.optim` builds from its allowlist, never instantiated here),
+    plus ``net_spec``, the network's resolved config as YAML (checkpoints rebuild the network from it).
+
+    Raises:
+        hydra.errors.InstantiationException: the network cannot be built from its config.
+    """
+    cls = get_class(str(model_cfg._target_))
+    net = instantiate(model_cfg.net, _convert_="all")
+    kwargs = OmegaConf.to_container(model_cfg, resolve=True)
+    assert isinstance(kwargs, dict)
+    for key in ("_target_", "net"):
+        kwargs.pop(key, None)
+    return cls(net=net, net_spec=OmegaConf.to_yaml(model_cfg.net, resolve=True), **kwargs)
+
+
 def _instantiate_loggers(cfg: DictConfig, wandb_run_id: str | None) -> list[Any]:
     """The ``logger`` group; a W&B logger gets the run's id and ``resume="allow"``, so every attempt logs to one
     W&B run."""
@@ -167,7 +188,7 @@ def _run(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, attempt: dict
     datamodule = instantiate(cfg.data, _convert_="all")
     pl.seed_everything(cfg.seed, workers=True)  # right before the network is built: its initial weights
     log.info("Instantiating task <%s> with network <%s>", cfg.model._target_, cfg.model.net._target_)
-    task = instantiate(cfg.model, net_spec=OmegaConf.to_yaml(cfg.model.net, resolve=True), _convert_="all")
+    task = build_task(cfg.model)
     graceful = GracefulStop(output_dir / "checkpoints" / "last.ckpt")
     callbacks = [PlateauCatchUp(graceful), *instantiate_group(cfg.get("callbacks")), StepSeeder(cfg.seed), graceful]
     loggers = _instantiate_loggers(cfg, attempt.get("wandb_run_id") if attempt else None)
@@ -208,6 +229,9 @@ def _run(cfg: DictConfig, output_dir: Path, ckpt_path: str | None, attempt: dict
                             "data_report.json)", bad)
         if data_report:
             atomic_write_json(output_dir / "data_report.json", data_report)
+        from faceforge.data.core.prepared import log_prepare_report
+
+        log_prepare_report(datamodule, output_dir)  # the preparation's problems: a few log lines + a copy here
     return result
 
 

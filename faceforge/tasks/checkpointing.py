@@ -130,11 +130,41 @@ def parse_net_spec(net_spec: Any, where: str = "checkpoint") -> dict[str, Any]:
     return spec
 
 
+def _checked_optim_spec(spec: Any, key: str, where: str) -> dict[str, Any] | None:
+    """An optimiser / scheduler spec from a checkpoint: None, or a primitive dict whose ``_target_`` (or legacy
+    ``name``) is in :mod:`faceforge.tasks.optim`'s allowlist; nothing is imported.
+
+    Raises:
+        CheckpointError: a non-primitive value, a Hydra control key, or a ``_target_`` outside the allowlist.
+        faceforge.registry.SpecError: from :func:`~faceforge.registry.check_primitive`.
+    """
+    from faceforge.tasks.optim import OptimConfigError, optimizer_class, scheduler_class
+
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{where}: hyper_parameters.{key} must be a mapping or null, got {type(spec).__name__}")
+    rest = check_primitive({k: v for k, v in spec.items() if k != "_target_"}, f"hyper_parameters.{key}")
+    target = spec.get("_target_")
+    if target is not None and not isinstance(target, str):
+        raise CheckpointError(f"{where}: hyper_parameters.{key}._target_ must be a string")
+    try:
+        (optimizer_class if key == "optimizer" else scheduler_class)(spec)
+    except OptimConfigError as exc:
+        raise CheckpointError(f"{where}: hyper_parameters.{key}: _target_ {target or spec.get('name')!r}: "
+                              f"{exc}") from None
+    return spec if target is None else {"_target_": target, **rest}
+
+
 def _task_kwargs(cls: type, hparams: dict[str, Any], where: str) -> dict[str, Any]:
     """The checkpoint's hyperparameters checked against ``cls.__init__``: primitives only, no ``_target_`` or
     other Hydra control key anywhere, and only parameters the task takes (``net`` excluded)."""
+    hparams = dict(hparams)
+    optim_specs = {key: hparams.pop(key) for key in ("optimizer", "scheduler") if key in hparams}
     try:
         kwargs = check_primitive(hparams, "hyper_parameters")
+        for key, spec in optim_specs.items():
+            kwargs[key] = _checked_optim_spec(spec, key, where)
     except RegistryError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
     params = inspect.signature(cls.__init__).parameters

@@ -37,6 +37,7 @@ from faceforge.errors import FaceforgeError
 from faceforge.metrics.detection import DetectionScores, detection_report
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
 from faceforge.tasks.optim import configure_optimization
+from faceforge.tasks.protocols import task_data
 
 #: Metrics logged per stage (keys of :func:`faceforge.metrics.detection.binary_detection_metrics`).
 LOGGED_METRICS = ("auc", "eer", "ap", "acc", "precision", "recall", "f1")
@@ -71,16 +72,21 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             batches, called as ``net(clips, lengths=lengths)`` with (B, T, 3, H, W) float clips.
         loss: ``"bce"`` (binary cross-entropy on the logit; default) or ``"mse"`` (mean squared error on the
             sigmoid, the loss of the MesoNet paper, Afchar et al. 2018, Sec. 4).
-        optimizer: primitive optimiser spec, e.g. ``{"name": "adam", "lr": 1e-3}`` (MesoNet's Adam, lr 1e-3), see
-            :func:`faceforge.tasks.optim.build_optimizer` (``trainable_only``, default True, hands the optimiser
-            only the parameters with ``requires_grad``).
-        scheduler: primitive scheduler spec (see :func:`faceforge.tasks.optim.build_scheduler`) or None.
+        optimizer: primitive optimiser spec, e.g. ``{"_target_": "torch.optim.Adam", "lr": 1e-3}`` (MesoNet's Adam,
+            lr 1e-3), see :func:`faceforge.tasks.optim.build_optimizer` (an allowlisted ``torch.optim`` class;
+            ``trainable_only``, default True, hands the optimiser only the parameters with ``requires_grad``).
+        scheduler: primitive scheduler spec, e.g. ``{"_target_": "torch.optim.lr_scheduler.StepLR", "step_size":
+            10}`` (see :func:`faceforge.tasks.optim.build_scheduler`) or None.
         video_aggregation: how frame probabilities become a video probability: ``mean``, ``max`` or ``vote``.
         threshold: decision threshold on P(fake) for accuracy, precision, recall, F1 and confusion matrices.
         monitor: the validation metric the checkpoint is chosen on (``val/auc``).
         monitor_mode: ``max`` or ``min``: whether a larger ``monitor`` is better.
         net_spec: YAML of the network's Hydra config, stored in checkpoints so that they rebuild the network
             (set by ``train.py``; a primitive string, so checkpoints load with ``weights_only=True``).
+        input: what the network needs of the data, as primitives, e.g. ``{"image_size": 112, "clip_length": 10,
+            "batch_size": 4}`` (``model.input`` of the config): ``train.py`` and ``evaluate.py`` hand these to the
+            data module (:func:`faceforge.runs.input_needs.apply_input_needs`); recorded in checkpoints. None: the
+            data config's own settings.
 
     Raises:
         ValueError: unknown ``loss`` or ``video_aggregation``.
@@ -100,12 +106,14 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         monitor: str = "val/auc",
         monitor_mode: str = "max",
         net_spec: str | None = None,
+        input: Mapping[str, Any] | None = None,  # the config's model.input block
     ) -> None:
         super().__init__()
         if loss not in ("bce", "mse"):
             raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
         if video_aggregation not in ("mean", "max", "vote"):
             raise ValueError(f"video_aggregation must be 'mean', 'max' or 'vote', got {video_aggregation!r}")
+        input = dict(input) if input is not None else None  # a plain dict hyperparameter
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self._clip_model = takes_lengths(net)
@@ -207,7 +215,8 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         if not self.test_scores.update_called:
             return
-        group_names = list(getattr(getattr(self.trainer, "datamodule", None), "method_names", None) or []) or None
+        data = task_data(getattr(self.trainer, "datamodule", None))
+        group_names = list(data.group_names() or []) or None if data is not None else None
         report, raw = self._report(self.test_scores, group_names)
         self._log_report("test", report)
         self.test_report = report
@@ -242,16 +251,18 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
     def write_test_outputs(self, output_dir: str | Path, datamodule: Any) -> list[Path]:
         """Write ``video_predictions.csv`` (one row per test video) into ``output_dir``; return the paths written.
 
-        Needs the data module's ``video_ids`` and ``method_names`` (the lookups behind ``video_idx`` and
-        ``method_idx``); writes nothing when they or the test outputs are absent. The ``frames`` column counts the
-        scored items of the video: face crops for a frame model, clips for a clip model.
+        Needs the data module's item and group names (:class:`~faceforge.tasks.protocols.TaskData`: the lookups
+        behind ``video_idx`` and ``method_idx``); writes nothing when they or the test outputs are absent. The
+        ``frames`` column counts the scored items of the video: face crops for a frame model, clips for a clip
+        model.
         """
         from faceforge.metrics.detection import aggregate_by_video
         from faceforge.reporting.tables import write_video_predictions
 
         out = self.test_outputs
-        video_ids = getattr(datamodule, "video_ids", None)
-        method_names = getattr(datamodule, "method_names", None)
+        data = task_data(datamodule)
+        video_ids = data.item_names("test") if data is not None else None
+        method_names = data.group_names() if data is not None else None
         if not out or video_ids is None or method_names is None or out["probs"].numel() == 0:
             return []
         vprobs, vlabels, vidx = aggregate_by_video(out["probs"], out["labels"], out["video_idx"],

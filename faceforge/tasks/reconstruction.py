@@ -13,8 +13,8 @@ The task owns the losses, the metrics, the optimisation and the meshes; the wrap
 * ``variant="multitask"``: :class:`~faceforge.models.vrn.VRNMultitask`, one trunk, volume + 68 heatmaps.
 
 Batches come from :class:`faceforge.data.reconstruction.datamodule.VolumeDataModule`: ``image`` uint8 (B, 3, S, S)
-(scaled to [0, 1] here, on the device), the target volume as run maps ``start`` / ``stop`` (B, S, S) with its
-``depth`` (B,) (decoded on the device with :func:`~faceforge.data.reconstruction.codec.decode_runs`), ``landmarks``
+(scaled to [0, 1] here, on the device), the target ``volume`` float (B, D, S, S) in {0, 1} (decoded from the
+stored run maps on the device by the data module's ``on_after_batch_transfer``), ``depth`` (B,), ``landmarks``
 (B, 68, 2) crop pixels (NaN unknown), ``frame`` (B, 5) (crop <- source-image similarity, NaN when unknown),
 ``yaw`` (B,) radians and ``index`` (B,).
 
@@ -47,14 +47,13 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from faceforge.data.reconstruction.codec import decode_runs
 from faceforge.errors import FaceforgeError
 from faceforge.losses.heatmap import heatmap_mse_loss
 from faceforge.losses.volumetric import volumetric_bce_loss
@@ -63,14 +62,15 @@ from faceforge.models.vrn import decode_heatmaps, gaussian_heatmaps, image_to_he
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
 from faceforge.tasks.detection import images_to_float
 from faceforge.tasks.optim import configure_optimization
+from faceforge.tasks.protocols import TaskData, TrainStatistics, task_data
 
 __all__ = [
     "RECONSTRUCTION_COLUMNS",
     "VARIANTS",
     "ReconstructionOutput",
     "ReconstructionTaskError",
+    "TaskData",
     "TrainStatistics",
-    "TrainStatisticsSource",
     "VolumeRegressionTask",
     "crop_to_source",
     "heatmap_landmarks",
@@ -88,32 +88,12 @@ RECONSTRUCTION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("nme_0_30", "NME [0,30]"), ("nme_30_60", "NME (30,60]"),
     ("nme_60_90", "NME (60,90]"), ("nme_balanced", "NME mean"), ("n", "N"),
 )
-DEFAULT_OPTIMIZER = {"name": "rmsprop", "lr": 1.0e-4}
-DEFAULT_SCHEDULER = {"name": "multistep", "milestones": [40], "gamma": 0.1}
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.RMSprop", "lr": 1.0e-4}
+DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "milestones": [40], "gamma": 0.1}
 
 
 class ReconstructionTaskError(FaceforgeError, ValueError):
     """The task's configuration does not fit the network, or a batch does not fit the network's output."""
-
-
-class TrainStatistics(Protocol):
-    """What the task reads of a data module's ``train_statistics()`` (e.g.
-    :class:`faceforge.data.reconstruction.statistics.TrainStatistics`).
-
-    Attributes:
-        mean_occupancy: (D, S, S) float per-voxel occupancy frequency of the training volumes, in [0, 1].
-        mean_landmarks: (68, 2) float mean training landmarks, crop pixels (NaN where unknown).
-    """
-
-    mean_occupancy: np.ndarray
-    mean_landmarks: np.ndarray
-
-
-class TrainStatisticsSource(Protocol):
-    """The one thing the task may ask of a data module: the statistics of its training split, or None."""
-
-    def train_statistics(self) -> TrainStatistics | None:
-        """Statistics of the training split as stored (no augmentation), or None without one."""
 
 
 class ReconstructionOutput(NamedTuple):
@@ -153,6 +133,11 @@ def crop_to_source(points: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
     return (points - t) / s
 
 
+def _format_points(points: np.ndarray) -> str:
+    """(K, 2) points as space-separated ``x y`` values with two decimals (the predictions CSV's ``landmarks``)."""
+    return " ".join(f"{v:.2f}" for v in np.asarray(points, dtype=np.float64).reshape(-1))
+
+
 def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id.replace("/", "__"))
 
@@ -178,6 +163,9 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         monitor: the validation metric checkpoints are chosen on (``val/iou``).
         monitor_mode: ``max`` or ``min``.
         net_spec: YAML of the network's Hydra config (set by ``train.py``; stored in checkpoints).
+        input: the data shape the network was built for, as primitives (``model.input``: ``{"image_size": S,
+            "volume_depth": D}``); ``evaluate.py`` serves data of that shape (see
+            :func:`faceforge.runs.input_needs.apply_input_needs`). Recorded in checkpoints; None for older ones.
 
     Raises:
         ReconstructionTaskError: unknown variant or mesh format, or a network that does not fit the variant.
@@ -188,7 +176,8 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                  scheduler: Mapping[str, Any] | None = DEFAULT_SCHEDULER,
                  iou_threshold: float = 0.5, num_val_meshes: int = 2, mesh_format: str = "glb",
                  loss_reduction: str = "mean", monitor: str = "val/iou", monitor_mode: str = "max",
-                 net_spec: str | None = None) -> None:
+                 net_spec: str | None = None,
+                 input: Mapping[str, Any] | None = None) -> None:  # the config's model.input block
         super().__init__()
         if variant not in VARIANTS:
             raise ReconstructionTaskError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -207,6 +196,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         scheduler = dict(scheduler) if scheduler is not None else None
         if scheduler is not None and "milestones" in scheduler:
             scheduler["milestones"] = [int(m) for m in scheduler["milestones"]]
+        input = dict(input) if input is not None else None  # a plain dict hyperparameter
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.val_iou = VolumetricIoU(threshold=iou_threshold)
@@ -251,11 +241,10 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             self.baseline_landmarks = lmk.to(self.baseline_landmarks.device)
 
     def on_fit_start(self) -> None:
-        """Take the trivial baseline from the data module's training split (``train_statistics()``, see
-        :class:`TrainStatisticsSource`) when it offers one."""
-        dm = getattr(self.trainer, "datamodule", None)
-        source = getattr(dm, "train_statistics", None)
-        stats = source() if callable(source) else None
+        """Take the trivial baseline from the data module's training split (``train_statistics()`` of
+        :class:`~faceforge.tasks.protocols.TaskData`) when it offers one."""
+        data = task_data(getattr(self.trainer, "datamodule", None))
+        stats = data.train_statistics() if data is not None else None
         if stats is not None:
             self.set_baseline(stats.mean_occupancy, stats.mean_landmarks)
 
@@ -296,14 +285,24 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ targets and losses
     def _target(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-        depth = int(batch["depth"].reshape(-1)[0]) if "depth" in batch else logits.shape[1]
-        data_shape = (depth, *batch["stop"].shape[-2:])
+        """The batch's decoded target ``volume`` (B, D, S, S) in the logits' dtype.
+
+        Raises:
+            ReconstructionTaskError: the batch has no decoded ``volume`` (it did not come through the data
+                module's ``on_after_batch_transfer``), or its shape differs from the network's output.
+        """
+        if "volume" not in batch:
+            raise ReconstructionTaskError(
+                f"the batch has no decoded 'volume' (keys {sorted(batch)}): volume batches are decoded by the data "
+                f"module's on_after_batch_transfer (VolumeDataModule) before they reach the task")
+        volume = batch["volume"]
+        data_shape = tuple(volume.shape[1:])
         if tuple(logits.shape[1:]) != data_shape:
             raise ReconstructionTaskError(
                 f"the network predicts volumes of shape (D, S, S) = {tuple(logits.shape[1:])} but the data's volumes "
-                f"are {data_shape}: make model.net's out_depth / output_size (data.network.volume_depth / "
-                f"image_size in the configs) match the data")
-        return decode_runs(batch["start"], batch["stop"], depth, dtype=logits.dtype)
+                f"are {data_shape}: make model.net's out_depth / output_size (${{data.volume_depth}} / "
+                f"${{data.image_size}} in the model configs) match the data")
+        return volume.to(logits.dtype)
 
     def _heatmap_target(self, landmarks: torch.Tensor, image_size: tuple[int, int],
                         heatmap_size: tuple[int, int]) -> torch.Tensor:
@@ -497,9 +496,8 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ meshes
     def _sample_id(self, split: str, index: int) -> str:
-        dm = getattr(self.trainer, "datamodule", None)
-        ids = getattr(dm, "sample_ids", None) or {}
-        names = ids.get(split) if isinstance(ids, Mapping) else None
+        data = task_data(getattr(self.trainer, "datamodule", None))
+        names = data.item_names(split) if data is not None else None
         if names is not None and 0 <= index < len(names):
             return str(names[index])
         return f"{split}_{index:06d}"
@@ -556,7 +554,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         row.update({k: v for k, v in report.items() if k not in ("variant",)})
         return [row], RECONSTRUCTION_COLUMNS
 
-    def write_test_outputs(self, output_dir: str | Path, datamodule: Any) -> list[Path]:
+    def write_test_outputs(self, output_dir: str | Path, datamodule: TaskData | Any) -> list[Path]:
         """Write ``reconstruction_predictions.csv`` (one row per test sample) into ``output_dir``.
 
         Columns: ``sample_id``, ``yaw_deg``, ``iou``, ``nme`` (empty where the variant has no landmarks or the
@@ -567,13 +565,13 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         import csv
         import io
 
-        from faceforge.data.detection.face_index import format_landmarks
         from faceforge.utils.atomic import atomic_write_text
 
         out = self.test_outputs
         if not out or len(out["index"]) == 0:
             return []
-        ids = (getattr(datamodule, "sample_ids", None) or {}).get("test")
+        data = task_data(datamodule)
+        ids = data.item_names("test") if data is not None else None
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["sample_id", "yaw_deg", "iou", "nme", "landmarks"])
@@ -583,7 +581,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             lmk = out["landmarks"][j]
             writer.writerow([sid, "" if math.isnan(yaw) else f"{math.degrees(yaw):.3f}", f"{float(out['iou'][j]):.6f}",
                              "" if math.isnan(nme) else f"{nme:.6f}",
-                             "" if not np.isfinite(lmk).all() else format_landmarks(lmk)])
+                             "" if not np.isfinite(lmk).all() else _format_points(lmk)])
         path = Path(output_dir) / "reconstruction_predictions.csv"
         atomic_write_text(path, buf.getvalue())
         return [path, *[p for p in self.mesh_paths if p.exists()]]

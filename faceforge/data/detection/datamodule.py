@@ -417,6 +417,21 @@ class FaceDataModule(pl.LightningDataModule):
         """
         return self._loader(self._require(self.test_dataset, "test"), train=False)
 
+    # ------------------------------------------------------------------ what a task may ask (faceforge.tasks.protocols)
+    def item_names(self, split: str) -> list[str] | None:
+        """Video ids that batches' ``video_idx`` indexes (the whole index's, the same for every split); None
+        before :meth:`setup`."""
+        return list(self.video_ids) or None
+
+    def group_names(self) -> list[str] | None:
+        """Manipulation methods (``real`` included) that batches' ``method_idx`` indexes; None before
+        :meth:`setup`."""
+        return list(self.method_names) or None
+
+    def train_statistics(self) -> None:
+        """Face data offers no training statistics: None."""
+        return None
+
 
 def _subsample_per_video(index: FaceIndex, k: int) -> np.ndarray:
     """Row positions keeping at most ``k`` rows per video, evenly spaced in (frame_index, face_rank) order."""

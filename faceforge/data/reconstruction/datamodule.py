@@ -8,9 +8,10 @@ models. Batches (dicts, collated by PyTorch's default collate):
 
 * ``image``: uint8 (B, 3, S, S) RGB crops (float conversion happens on the device, in the task);
 * ``start``, ``stop``: (B, S, S) run maps of the target volumes (uint8 for D <= 255, else int16): the volume is
-  ``start <= k < stop`` per column, decoded on the device with
-  :func:`faceforge.data.reconstruction.codec.decode_runs` (74 kB per 192x192 sample instead of a 29.5 MB float
-  volume through the loader);
+  ``start <= k < stop`` per column (74 kB per 192x192 sample instead of a 29.5 MB float volume through the
+  loader). :meth:`VolumeDataModule.on_after_batch_transfer` decodes them on the device into ``volume`` float32
+  (B, D, S, S) (:func:`faceforge.data.reconstruction.codec.decode_runs`), so tasks see ``volume``, never the run
+  maps;
 * ``landmarks``: float32 (B, 68, 2) crop pixels (NaN where unknown);
 * ``frame``: float64 (B, 5) the crop's :class:`~faceforge.geometry.volume_frame.VolumeFrame` (scale, tx, ty,
   z_offset, depth_scale) mapping source-image pixels to the crop; NaN for augmented samples (a rotated or flipped
@@ -43,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from faceforge.data.core.prepared import ensure_built
 from faceforge.data.core.sampler import build_train_loader, split_key
 from faceforge.data.reconstruction.augment import VolumeAugmentation
+from faceforge.data.reconstruction.codec import decode_runs
 from faceforge.data.reconstruction.errors import VolumeGenerationError
 from faceforge.data.reconstruction.generation import REPORT_FILENAME
 from faceforge.data.reconstruction.statistics import TrainStatistics, volume_train_statistics
@@ -162,9 +164,12 @@ class VolumeDataModule(pl.LightningDataModule):
         same_split_for_all: serve ALL samples in train, val and test (smoke tests on tiny data only; warns).
         max_samples: keep at most this many samples per split (the first ones, in index order); None keeps all.
         seed: seed of the training shuffle and of the augmentation draws.
-        network: the network sizes meant for this data (``image_size``, ``volume_depth``, ``features``, ...): the
-            VRN model configs read them by interpolation (``${data.network.features}``); here they are only
-            checked against the stored volumes (``image_size`` and ``volume_depth`` must match) and reported.
+        image_size, volume_depth: the data's shape (crop side in pixels, depth levels), checked against the stored
+            volumes when given; the model configs read them (``${data.image_size}``) for their output shape, and
+            ``volumes_dir`` / the builder use them. None: whatever is stored.
+        network: older configs' and checkpoints' ``{"image_size": S, "volume_depth": D, ...}``; only those two
+            keys are used, as ``image_size`` / ``volume_depth`` (the other network sizes now live in the model
+            configs).
         root, model_dir, noneck_dir: where real volumes come from (the dataset folder, the morphable model and the
             no-neck topology): the ``data=w300lp`` / ``data=aflw2000`` configs hand them to the builder; here they
             are recorded in the report, and an existing index whose samples come from a folder other than ``root``
@@ -185,13 +190,19 @@ class VolumeDataModule(pl.LightningDataModule):
     def __init__(self, name: str, volumes_dir: str, builder: Callable[..., Any] | None = None, batch_size: int = 8,
                  num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
                  augment: Mapping[str, Any] | None = None, same_split_for_all: bool = False,
-                 max_samples: int | None = None, seed: int = 0, network: Mapping[str, Any] | None = None,
-                 root: str | None = None, model_dir: str | None = None, noneck_dir: str | None = None) -> None:
+                 max_samples: int | None = None, seed: int = 0, image_size: int | None = None,
+                 volume_depth: int | None = None, root: str | None = None, model_dir: str | None = None,
+                 noneck_dir: str | None = None, network: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         name, volumes_dir = str(name), str(volumes_dir)
         root, model_dir, noneck_dir = (None if v is None else str(v) for v in (root, model_dir, noneck_dir))
         augment = dict(augment) if augment is not None else None
-        network = dict(network) if network is not None else None
+        if network is not None:  # older configs: data.network.{image_size, volume_depth}
+            image_size = network.get("image_size", image_size) if image_size is None else image_size
+            volume_depth = network.get("volume_depth", volume_depth) if volume_depth is None else volume_depth
+            network = None
+        image_size = None if image_size is None else int(image_size)
+        volume_depth = None if volume_depth is None else int(volume_depth)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_samples is not None and int(max_samples) < 1:
@@ -208,7 +219,7 @@ class VolumeDataModule(pl.LightningDataModule):
         self.same_split_for_all = bool(same_split_for_all)
         self.max_samples = int(max_samples) if max_samples is not None else None
         self.seed = int(seed)
-        self.network = network
+        self.image_size, self.volume_depth = image_size, volume_depth
         self.store: VolumeStore | None = None
         self.datasets: dict[str, VolumeDataset] = {}
         self.sample_ids: dict[str, list[str]] = {}
@@ -263,7 +274,7 @@ class VolumeDataModule(pl.LightningDataModule):
 
         Raises:
             VolumeDataError: no index or an empty one, samples missing from the stores, or stores whose size /
-                depth differ from ``network.image_size`` / ``network.volume_depth``.
+                depth differ from ``image_size`` / ``volume_depth``.
             faceforge.data.reconstruction.store.VolumeStoreError: a missing or corrupt shard file.
         """
         if self._is_setup:
@@ -276,13 +287,12 @@ class VolumeDataModule(pl.LightningDataModule):
         files = list(dict.fromkeys(r["store_file"] for r in rows))
         self.store = VolumeStore([self.volumes_dir / f for f in files])
         self.size, self.depth = int(self.store.size), int(self.store.depth)
-        if self.network:
-            want = (self.network.get("image_size"), self.network.get("volume_depth"))
-            if None not in want and (int(want[0]), int(want[1])) != (self.size, self.depth):
-                raise VolumeDataError(
-                    f"{self.volumes_dir} holds {self.size}x{self.size} crops with {self.depth} depth levels but "
-                    f"data.network asks for image_size={want[0]}, volume_depth={want[1]}: point data.volumes_dir at "
-                    f"volumes of that size (or delete {self.index_path} to rebuild)")
+        want = (self.image_size, self.volume_depth)
+        if (want[0] is not None and want[0] != self.size) or (want[1] is not None and want[1] != self.depth):
+            raise VolumeDataError(
+                f"{self.volumes_dir} holds {self.size}x{self.size} crops with {self.depth} depth levels but "
+                f"the data config asks for image_size={want[0]}, volume_depth={want[1]}: point data.volumes_dir at "
+                f"volumes of that size (or delete {self.index_path} to rebuild)")
         report: dict[str, Any] = {"dataset": self.name, "volumes_dir": str(self.volumes_dir),
                                   "source": {"root": self.hparams.root, "model_dir": self.hparams.model_dir,
                                              "noneck_dir": self.hparams.noneck_dir},
@@ -366,6 +376,36 @@ class VolumeDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test loader, index order, no augmentation."""
         return self._loader(self._dataset("test"), train=False)
+
+    # ------------------------------------------------------------------ what a task may ask (faceforge.tasks.protocols)
+    def item_names(self, split: str) -> list[str] | None:
+        """Sample ids of ``split`` in dataset order (``batch["index"]`` indexes them); None for an absent split."""
+        return self.sample_ids.get(split)
+
+    def group_names(self) -> list[str] | None:
+        """Volume data has no groups: None."""
+        return None
+
+    # ------------------------------------------------------------------ on the device
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Decode the target volumes on the batch's device (the GPU when training there): the run maps ``start`` /
+        ``stop`` (B, S, S) and ``depth`` (B,) become ``volume`` float32 (B, D, S, S), 1 inside the face (voxels
+        ``start <= k < stop``, :func:`faceforge.data.reconstruction.codec.decode_runs`), 0 outside. Tasks receive
+        batches decoded; a batch without run maps passes unchanged.
+
+        Raises:
+            VolumeDataError: the samples of one batch have different depths.
+        """
+        if not (isinstance(batch, dict) and "start" in batch and "stop" in batch):
+            return batch
+        start, stop = batch.pop("start"), batch.pop("stop")
+        depths = batch["depth"].reshape(-1) if "depth" in batch else None
+        depth = int(depths[0]) if depths is not None and depths.numel() else int(self.depth or 0)
+        if depths is not None and bool((depths != depth).any()):
+            raise VolumeDataError(f"{self.volumes_dir}: one batch holds volumes of depths "
+                                  f"{sorted(set(depths.tolist()))}")
+        batch["volume"] = decode_runs(start, stop, depth, dtype=torch.float32)
+        return batch
 
     # ------------------------------------------------------------------ the trivial baseline
     def train_statistics(self) -> TrainStatistics | None:
