@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: Optuna studies over ``train.py`` runs (``python sweep.py hparams_search=...``)."""
