@@ -9,6 +9,7 @@ index.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -423,3 +424,59 @@ def test_cli_defaults_are_the_builders() -> None:
     shared = set(args) & set(defaults) - {"model_dir"}
     assert {"size", "depth", "workers", "margin", "mesh", "image_size", "max_landmark_nme", "shard_size"} <= shared
     assert {k: args[k] for k in shared} == {k: defaults[k] for k in shared}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.slow
+def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(fixtures_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """SIGKILL of ``faceforge-make-volumes --workers 2`` mid-run: its workers die with it (the shared runner), no
+    index is left, and rerunning the same command reuses the finished shards and writes the index an uninterrupted
+    run writes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_runner import _alive, _children
+
+    root = tmp_path / "aflw"
+    root.mkdir()
+    for src in sorted((fixtures_dir / "prnet_aflw2000").glob("*.mat")):
+        for copy in range(4):  # 40 samples, so that the run is still going when it is killed
+            for ext in ("jpg", "mat"):
+                shutil.copy(src.with_suffix(f".{ext}"), root / f"{src.stem}_{copy}.{ext}")
+    common = ["--root", str(root), "--model-dir", str(fixtures_dir / "3ddfa"), "--noneck-dir",
+              str(fixtures_dir / "3ddfa_v2" / "configs"), "--size", "64", "--depth", "64", "--shard-size", "2", "-q"]
+    assert main([*common, "--output", str(tmp_path / "reference")]) == 0
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "faceforge.data.reconstruction.cli", *common, "--output", str(out), "--workers", "2"]
+    cwd = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers |= {p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+            if len(workers) == 2 and (out / "shards").is_dir() and any((out / "shards").glob("part-*.json")):
+                break  # a shard is done: the run is in the middle
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not [p for p in workers if _alive(p)], "workers outlived the killed volume generation"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+    assert not (out / INDEX_FILENAME).exists()  # the index is written last
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert len(read_volume_index(out)) == 40
+    assert "reused" in done.stdout and " 0 reused" not in done.stdout
+    assert (out / INDEX_FILENAME).read_bytes() == (tmp_path / "reference" / INDEX_FILENAME).read_bytes()
