@@ -3,35 +3,31 @@
 For every image + 3DMM fit (``NAME.jpg`` + ``NAME.mat``; Zhu et al., CVPR 2016) this builds what VRN (Jackson et
 al., ICCV 2017, Sec. 3.1) trains on:
 
-1. the label (:func:`faceforge.geometry.w300lp.read_300wlp_mat`) and the face mesh (:func:`face_mesh_from_label`),
+1. the label (:func:`faceforge.geometry.w300lp.read_300wlp_mat`) and the face mesh
+   (:func:`faceforge.data.reconstruction.mesh.face_mesh_from_label`),
    posed into the image with :func:`faceforge.geometry.projection.project_300wlp`;
 2. a square crop around the projected no-neck mesh scaled to 192x192
    (:func:`faceforge.geometry.voxelize.crop_frame_from_points`), applied to both the image and the mesh;
 3. the 200x192x192 volume "filled from the face surface backwards" with the mouth capped
    (:func:`faceforge.geometry.voxelize.face_columns`), checked and encoded as one run per column
-   (:func:`faceforge.data.reconstruction.store.encode_volume`);
+   (:func:`faceforge.data.reconstruction.codec.encode_volume`);
 4. the 192x192 crop (JPEG by default), the frame, the 68 landmarks in crop pixels and the model's 68 landmarks in
    volume coordinates, all stored with the volume in HDF5
    (:class:`faceforge.data.reconstruction.store.VolumeStoreWriter`).
 
-What the mesh can represent depends on the morphable model (:func:`face_mesh_from_label`):
-
-* ``"dense"``: a model with dense identity and expression bases (BFM 2009 + 3DDFA expression, or 3DDFA's
-  ``bfm_noneck_v3.pkl``): the label's full fit, the mesh 300W-LP was made from.
-* ``"landmark_warp"``: the fixture / 3DDFA mean-shape model (``load_3ddfa_mean_shape``) has dense MEAN vertices and
-  68-point bases only (40 identity and 10 expression PCs). The mean mesh is deformed by a 3D thin-plate spline
-  that moves its 68 landmark vertices exactly onto the label's 68 model landmarks (``model.landmarks(Shape_Para,
-  Exp_Para)``): the pose, the face's overall proportions, the jaw and the mouth opening follow the fit; identity
-  detail away from the landmarks (nose shape, cheeks, forehead) is the mean's. Good for tests, demos and the
-  synthetic data; use a dense model for real training data.
-* ``"mean"``: the mean shape with the label's pose only.
+What the mesh can represent depends on the morphable model (``"dense"`` fits, the ``"landmark_warp"``-ed mean, or
+the ``"mean"``: :mod:`faceforge.data.reconstruction.mesh`). Samples are found by
+:func:`faceforge.data.reconstruction.w300lp.find_300wlp_samples`; the index is
+:mod:`faceforge.data.reconstruction.volume_index`; :mod:`faceforge.data.reconstruction.builders` loads the model and
+topology and is what ``data=w300lp`` and ``faceforge-make-volumes`` run.
 
 Outputs in ``output/``:
 
 * ``shards/part-NNNNN-DIGEST.h5``: volume stores of up to ``shard_size`` samples each, and
   ``shards/part-NNNNN-DIGEST.json``: that shard's record (its sample ids, index rows, skipped samples). The digest
   covers the shard's sample ids, the configuration and the model, so a shard is reused only for the same inputs.
-* ``volume_index.csv``: one row per stored sample (:data:`INDEX_COLUMNS`), in sample-id order.
+* ``volume_index.csv``: one row per stored sample
+  (:data:`faceforge.data.reconstruction.volume_index.INDEX_COLUMNS`), in sample-id order, written last.
 * ``volume_report.json``: counts, skipped samples with reasons, bytes per sample, clipping, timing.
 
 Resumable: a shard is complete when its record exists (written after its ``.h5`` was renamed into place) and its
@@ -488,7 +484,7 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
     goes on.
 
     Args:
-        samples: from :func:`find_300wlp_samples` (sample ids must be unique).
+        samples: from :func:`faceforge.data.reconstruction.w300lp.find_300wlp_samples` (sample ids must be unique).
         output: output folder (created).
         model: the morphable model (its vertex order must match the topology's).
         topology: the triangles to voxelise, e.g.
