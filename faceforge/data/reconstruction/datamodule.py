@@ -78,7 +78,7 @@ class VolumeDataset(Dataset):
 
     Args:
         store: the store holding the samples.
-        rows: the index rows of this split (:func:`~faceforge.data.reconstruction.generation.read_volume_index`), in
+        rows: the index rows of this split (:func:`~faceforge.data.reconstruction.volume_index.read_volume_index`), in
             order.
         augment: the training augmentation, or None.
         seed: the run's seed. The augmentation of sample ``i`` in epoch ``e`` draws from
