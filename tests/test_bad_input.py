@@ -122,8 +122,8 @@ def test_dfdc_extraction_never_opens_a_file_outside_the_root(tmp_path, monkeypat
     with pytest.raises(extract.EmptyExtractionError) as err:
         extract.extract_dataset("dfdc", root, out, **EXTRACT_KW)
     assert opened == [str(root / "good.mp4")]
-    assert str(out / "extraction_report.json") in str(err.value)
-    report = json.loads((out / "extraction_report.json").read_text())
+    assert str(out / "prepare_report.json") in str(err.value)
+    report = json.loads((out / "prepare_report.json").read_text())
     assert report["reader"]["skipped"] == {"outside_root": 4}
     assert outside.read_bytes() == b"secret"
 
@@ -183,9 +183,9 @@ def test_empty_extraction_writes_no_index_and_names_the_report(tmp_path, capsys)
     assert main(["--dataset", "dfdc", "--root", str(root), "--output", str(out), "--quiet", "--num-frames", "2",
                  "--size", "32"]) == 2
     err = capsys.readouterr().err
-    assert str(out / "extraction_report.json") in err and "found no face" in err and "Traceback" not in err
+    assert str(out / "prepare_report.json") in err and "found no face" in err and "Traceback" not in err
     assert not (out / "face_index.csv").exists()
-    report = json.loads((out / "extraction_report.json").read_text())
+    report = json.loads((out / "prepare_report.json").read_text())
     assert [u["video_id"] for u in report["unreadable"]] == ["dfdc/junk"] and report["faces"] == 0
 
 
@@ -224,4 +224,4 @@ def test_extraction_summary_shows_what_the_reader_skipped():
     reader = ReaderReport()
     reader.skip("outside_root", "metadata.json: name '/etc/hosts' is not a file name inside /d; skipped")
     text = ExtractionReport(output_dir="/o", reader=reader.to_dict()).summary()
-    assert "reader skipped: 1 outside_root (see extraction_report.json)" in text
+    assert "reader skipped: 1 outside_root (see prepare_report.json)" in text

@@ -232,7 +232,7 @@ def extracted(dfdc_root, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("faces")
     index = extract_dataset("dfdc", dfdc_root, out, **EXTRACT_KW)
-    report = json.loads((out / "extraction_report.json").read_text())
+    report = json.loads((out / "prepare_report.json").read_text())
     return out, index, report
 
 
@@ -350,7 +350,7 @@ def test_parallel_workers_give_the_same_index(extracted, dfdc_root, tmp_path):
     par = tmp_path / "parallel"
     extract_dataset("dfdc", dfdc_root, par, workers=2, **EXTRACT_KW)
     assert (par / "face_index.parquet").read_bytes() == (out / "face_index.parquet").read_bytes()
-    report = json.loads((par / "extraction_report.json").read_text())
+    report = json.loads((par / "prepare_report.json").read_text())
     assert [t["video_id"] for t in report["truncated"]] == ["dfdc/cut"]
     for name in os.listdir(out / "crops" / "dfdc" / "lynaeydofd"):
         a = cv2.imread(str(out / "crops" / "dfdc" / "lynaeydofd" / name))

@@ -37,3 +37,46 @@ def test_folder_made_outside_a_data_module_is_not_checked(tmp_path: Path):
     build_synthetic_detection(faces, num_videos=6, frames_per_video=1, image_size=32, seed=0)
     FaceDataModule("synthetic", str(faces), builder=_builder(seed=5), image_size=32).prepare_data()
     assert not (faces / BUILD_RECORD).exists()
+
+
+def test_the_builder_writes_the_contract_report_and_train_copies_it(tmp_path: Path, caplog):
+    import json
+    import logging
+
+    from faceforge.data.core.prepared import PREPARE_REPORT, log_prepare_report, read_prepare_report
+
+    faces = tmp_path / "faces"
+    dm = FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32)
+    dm.prepare_data()
+    report = read_prepare_report(faces)
+    assert report is not None
+    assert report["builder"] == "faceforge.data.detection.synthetic.build_synthetic_detection"
+    assert report["counts"] == {"videos": 6, "faces": 6} and report["problems"] == []
+    run = tmp_path / "run"
+    run.mkdir()
+    with caplog.at_level(logging.INFO, logger="faceforge.data.core.prepared"):
+        assert log_prepare_report(dm, run) == report
+    assert json.loads((run / PREPARE_REPORT).read_text()) == report
+    assert "6 videos" in caplog.text and "6 faces" in caplog.text and "no problem met" in caplog.text
+
+
+def test_report_lines_list_each_kind_with_a_few_examples():
+    from faceforge.data.core.prepared import make_report, report_lines
+
+    problems = [{"kind": "unreadable", "item": f"v{i}.mp4", "reason": "moov atom not found"} for i in range(5)]
+    problems.append({"kind": "reader:missing", "item": "gone.mp4"})
+    report = make_report("b.build", {"videos": 9}, problems)
+    assert report["problem_counts"] == {"reader:missing": 1, "unreadable": 5}
+    lines = report_lines(report, "/data/faces")
+    assert lines[0] == "preparation of /data/faces (b.build): 9 videos"
+    assert lines[2] == ("  5 unreadable: v0.mp4 (moov atom not found); v1.mp4 (moov atom not found); v2.mp4 (moov "
+                        "atom not found) ... (+2)")
+    assert len(lines) == 3
+
+
+def test_an_unreadable_settings_record_is_refused_naming_it(tmp_path: Path):
+    faces = tmp_path / "faces"
+    FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32).prepare_data()
+    (faces / BUILD_RECORD).write_text("{not json")
+    with pytest.raises(FaceDataError, match=f"{BUILD_RECORD} is unreadable"):
+        FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32).prepare_data()

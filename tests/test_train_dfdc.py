@@ -43,7 +43,7 @@ def test_dfdc_videos_train_and_evaluate(dfdc_root, project_root, tmp_path):
     assert {lab for lab, _ in per_video["dfdc/abofeumbvv"]} == {"1"}
     assert {lab for lab, _ in per_video["dfdc/lynaeydofd"]} == {"0"}
     assert all(len(frames) >= NUM_FRAMES * 3 // 4 for frames in per_video.values())
-    report = json.loads((tmp_path / "faces" / "extraction_report.json").read_text())
+    report = json.loads((tmp_path / "faces" / "prepare_report.json").read_text())
     assert report["videos_with_faces"] == 2 and not report["unreadable"]
 
     run_dir = tmp_path / "logs" / "train" / "runs" / "dfdc"

@@ -5,22 +5,44 @@ later runs. Reusing a folder built with other settings would silently change an 
 instead of 16, another crop margin, another synthetic seed), so the first build records the builder and its
 keyword arguments in ``built_with.json``, and a later run whose builder asks for something else stops with a
 message naming each difference. Arguments that do not change the output (worker counts, progress bars) are not
-compared. Folders made outside a data module (e.g. by ``faceforge-extract-faces``) have no record and are not
+compared. Console commands record it too (:func:`build_prepared`); folders made by hand have no record and are not
 checked.
+
+The prepared-dataset contract (face extraction, volume generation and both synthetic builders follow it):
+
+1. **A builder configured by Hydra**: ``data.builder`` is a ``_partial_: true`` spec of a function called as
+   ``builder(output_dir=folder)``. ``train.py`` (through the data module's ``prepare_data``), ``python prepare.py
+   data=...`` and the console commands (``faceforge-extract-faces``) all build from that one config, so no default
+   is written twice.
+2. **One settings record**: ``built_with.json`` (:func:`builder_settings`), written after a successful build and
+   compared on every later use (:func:`ensure_built`).
+3. **The runner**: the work is a :func:`faceforge.data.core.runner.run_parallel` map whose done-markers make a
+   rerun resume.
+4. **An index written last**: a folder counts as built only when its index exists and holds rows.
+5. **One report**: ``prepare_report.json`` (:data:`PREPARE_REPORT`, see :func:`make_report`) lists every problem
+   the reader and the builder met; ``train.py`` prints it in a few lines and saves a copy in the run folder
+   (:func:`log_prepare_report`).
 """
 from __future__ import annotations
 
 import functools
 import json
 import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from faceforge.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 BUILD_RECORD = "built_with.json"
+#: The report of the last build of a prepared folder (see :func:`make_report`).
+PREPARE_REPORT = "prepare_report.json"
+#: Attributes naming a data module's prepared folder, checked in this order by :func:`prepared_folder`.
+PREPARED_DIR_ATTRIBUTES = ("faces_dir", "volumes_dir")
+#: Problems listed per kind by :func:`report_lines` (the JSON holds all of them).
+MAX_LISTED = 3
 #: Builder arguments that change how fast a folder is built, not what it holds.
 OUTPUT_NEUTRAL_KEYS = frozenset({"workers", "progress", "num_threads", "torch_threads"})
 #: Builders recorded under their module path before the data layer was split by domain: the same code, so a folder
@@ -118,7 +140,13 @@ def ensure_built(folder: Path, index_name: str | Sequence[str], builder: Callabl
         index.unlink()
     if index.is_file():
         if builder is not None and record.is_file():
-            recorded = json.loads(record.read_text(encoding="utf-8"))
+            try:
+                recorded = json.loads(record.read_text(encoding="utf-8"))
+                if not isinstance(recorded, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as exc:
+                raise error(f"{record} is unreadable ({exc}): the settings {folder} was built with are unknown. "
+                            f"Point {setting_name} to a new folder, or delete {folder} to rebuild it") from exc
             diffs = _differences(recorded, builder_settings(builder))
             if diffs:
                 raise error(f"{folder} was built with other settings than this run asks for ("
@@ -128,11 +156,127 @@ def ensure_built(folder: Path, index_name: str | Sequence[str], builder: Callabl
     if builder is None:
         raise error(missing_message)
     log.info("%s absent: building it with %r", index, builder)
+    build_prepared(folder, names, builder, error)
+
+
+def build_prepared(folder: Path, index_name: str | Sequence[str], builder: Callable[..., Any],
+                   error: Callable[[str], Exception]) -> Path:
+    """Run ``builder(output_dir=folder)``, check that it wrote an index with rows, then record its settings.
+
+    Used by :func:`ensure_built` and by the console commands, which always run the builder (it resumes from its
+    done-markers and rewrites the index).
+
+    Args:
+        folder: the prepared-data folder (created).
+        index_name: the index file name, or the names it may have (preferred first).
+        builder: the (Hydra partial) builder.
+        error: exception factory for the messages below.
+
+    Returns:
+        The index file written.
+
+    Raises:
+        whatever ``error`` makes: the builder wrote no index, or one without rows; and whatever the builder raises.
+    """
+    names = (index_name,) if isinstance(index_name, str) else tuple(index_name)
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    builder(output_dir=Path(folder))
+    builder(output_dir=folder)
     index = _index_file(folder, names)
     if not index.is_file():
         raise error(f"the builder {builder!r} ran but did not write {index}")
     if not index_has_rows(index):
         raise error(f"the builder {builder!r} wrote {index} without any row; delete it, fix the input and run again")
-    atomic_write_json(record, builder_settings(builder))
+    atomic_write_json(folder / BUILD_RECORD, builder_settings(builder))
+    return index
+
+
+# ----------------------------------------------------------------------------------------------- the report
+def make_report(builder: str, counts: Mapping[str, int], problems: Iterable[Mapping[str, Any]],
+                summary: Sequence[str] = (), **details: Any) -> dict[str, Any]:
+    """The content of ``prepare_report.json``: one shape for every builder.
+
+    Args:
+        builder: ``module.function`` of the builder.
+        counts: what was built and skipped (``{"videos": 120, "faces": 3800, ...}``).
+        problems: one ``{"kind": ..., "item": ..., "reason": ...}`` per problem the reader or the builder met
+            (``kind`` e.g. ``unreadable``, ``truncated``, ``reader:unsafe_name``; ``item`` the file or sample id).
+        summary: the builder's own human-readable lines (printed by the console commands).
+        **details: builder-specific fields, kept as they are (JSON-able).
+
+    Returns:
+        ``{"builder", "counts", "problems", "problem_counts", "summary", **details}`` (JSON-normalised).
+    """
+    problems = [{"kind": str(p.get("kind", "problem")), "item": str(p.get("item", "")),
+                 "reason": str(p.get("reason", ""))} for p in problems]
+    kinds: dict[str, int] = {}
+    for p in problems:
+        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
+    report = {**details, "builder": builder, "counts": dict(counts), "problems": problems,
+              "problem_counts": dict(sorted(kinds.items())), "summary": list(summary)}
+    return json.loads(json.dumps(report, default=str))
+
+
+def read_prepare_report(folder: str | Path) -> dict[str, Any] | None:
+    """The ``prepare_report.json`` of ``folder``, or None when there is none or it is unreadable (warned).
+
+    Reads only that one file and never instantiates anything from it.
+    """
+    path = Path(folder) / PREPARE_REPORT
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s is unreadable (%s): no preparation report", path, exc)
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def report_lines(report: Mapping[str, Any], folder: str | Path | None = None) -> list[str]:
+    """A few lines about a ``prepare_report.json``: counts, then each kind of problem with a few examples."""
+    where = f" of {folder}" if folder is not None else ""
+    counts = report.get("counts") or {}
+    lines = [f"preparation{where} ({report.get('builder', '?')}): "
+             + (", ".join(f"{v} {k}" for k, v in counts.items()) or "no counts")]
+    problems = report.get("problems") or []
+    kinds = report.get("problem_counts") or {}
+    if not kinds:
+        lines.append("  no problem met")
+    for kind, n in kinds.items():
+        examples = [f"{p.get('item')} ({p.get('reason')})" for p in problems if p.get("kind") == kind][:MAX_LISTED]
+        more = f" ... (+{n - len(examples)})" if n > len(examples) else ""
+        lines.append(f"  {n} {kind}: " + "; ".join(examples) + more)
+    return lines
+
+
+def prepared_folder(datamodule: Any) -> Path | None:
+    """The prepared folder a data module reads (its ``faces_dir`` or ``volumes_dir``), or None."""
+    for attr in PREPARED_DIR_ATTRIBUTES:
+        value = getattr(datamodule, attr, None)
+        if value:
+            return Path(value)
+    return None
+
+
+def log_prepare_report(datamodule: Any, run_dir: str | Path) -> dict[str, Any] | None:
+    """Log a few lines of the data module's ``prepare_report.json`` and save a copy in ``run_dir``.
+
+    Called by ``train.py`` once the data is prepared. A folder without a report (built before the contract, or
+    by hand) is skipped silently.
+
+    Args:
+        datamodule: the data module (its prepared folder: :func:`prepared_folder`).
+        run_dir: the run folder; the copy is ``run_dir/prepare_report.json`` (written atomically).
+
+    Returns:
+        The report, or None.
+    """
+    folder = prepared_folder(datamodule)
+    report = read_prepare_report(folder) if folder is not None else None
+    if report is None:
+        return None
+    lines = report_lines(report, folder)
+    log.log(logging.WARNING if report.get("problems") else logging.INFO, "%s", "\n".join(lines))
+    atomic_write_json(Path(run_dir) / PREPARE_REPORT, report)
+    return report

@@ -78,6 +78,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceforge.data.core.prepared import PREPARE_REPORT, make_report
 from faceforge.data.detection.face_index import INDEX_FILENAMES, FaceIndex, format_landmarks
 from faceforge.data.detection.synthetic_faces import (
     FaceIdentity,
@@ -94,7 +95,7 @@ from faceforge.data.detection.synthetic_faces import (
     sample_scene,
     with_inner_face_of,
 )
-from faceforge.utils.atomic import atomic_path
+from faceforge.utils.atomic import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,11 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
     }
     index = FaceIndex.from_records(rows, root=output_dir, meta=meta).sorted()
     index.meta["summary"] = index.summary()
-    index.write(output_dir)
+    counts = {"videos": int(num_videos), "faces": len(index)}
+    summary = [f"synthetic detection data: {index.meta['summary']}"]
+    # the contract's report: no reader, no input that can be bad, so no problem to list
+    atomic_write_json(output_dir / PREPARE_REPORT, make_report(meta["generator"], counts, [], summary))
+    index.write(output_dir)  # last: a folder with an index is complete
     log.info("synthetic detection dataset written to %s: %s", output_dir, index.meta["summary"])
     return FaceIndex.read(output_dir)  # exactly what is on disk
 

@@ -5,7 +5,7 @@ Example::
     faceforge-extract-faces --dataset dfdc --root /data/dfdc --output /data/faces/dfdc --num-frames 32 --workers 8
 
 Exit status: 0 when the run completed (videos that could not be read are counted in the summary and in
-``extraction_report.json``), 2 with a one-line message (``faceforge: <ErrorClass>: ...``) when the dataset layout
+``prepare_report.json``), 2 with a one-line message (``faceforge: <ErrorClass>: ...``) when the dataset layout
 or the settings are wrong, when ``--output`` is an existing file, when no face at all was found, or when the disk
 filled up (no index is written then).
 """

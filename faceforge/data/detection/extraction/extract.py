@@ -6,7 +6,8 @@ Output folder layout (``output_dir``)::
     crops/<video_id>/<frame:06d>_<rank>.<ext>
     videos/<video_id>.json              done-marker of one video: its status and face rows (FaceIndex columns)
     face_index.parquet, face_index.meta.json  the index of all crops (FaceIndex.write), sorted
-    extraction_report.json              what happened in the last run (counts, problems, timings)
+    prepare_report.json                 what happened in the last run (counts, every problem, timings):
+                                        the prepared-dataset contract's report (faceforge.data.core.prepared)
 
 Resumable and crash-safe: every file is written atomically (temporary file + rename), a video's marker is
 written last, after all its crops, so a video counts as done only when everything of it is on disk. A rerun skips
@@ -38,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceforge.data.core.prepared import PREPARE_REPORT, make_report
 from faceforge.data.core.records import ReaderReport, VideoRecord
 from faceforge.data.core.runner import run_parallel
 from faceforge.data.detection.extraction.crop import crop_face
@@ -72,7 +74,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 SETTINGS_FILENAME = "extraction_settings.json"
-REPORT_FILENAME = "extraction_report.json"
+REPORT_FILENAME = PREPARE_REPORT  # prepare_report.json
 #: image format -> (file suffix, OpenCV encoder parameters)
 IMAGE_FORMATS: dict[str, tuple[str, list[int]]] = {
     "png": ("png", [cv2.IMWRITE_PNG_COMPRESSION, 3]),
@@ -89,7 +91,7 @@ class ExtractionSettingsError(FaceforgeError, ValueError):
 class EmptyExtractionError(FaceforgeError, RuntimeError):
     """An extraction found no face at all (no video readable, or no face detected): no index is written.
 
-    The message names ``extraction_report.json``, which lists each video and why it gave no face. Without an
+    The message names ``prepare_report.json``, which lists each video and why it gave no face. Without an
     index, the next run (or data module) extracts again instead of reusing an empty one.
     """
 
@@ -191,6 +193,27 @@ class ExtractionReport:
         """JSON-able dict of every field but ``index``."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "index"}
         return json.loads(json.dumps(d, default=str))
+
+    def problems(self) -> list[dict[str, str]]:
+        """Every problem met, one ``{"kind", "item", "reason"}`` each: the reader's (``reader:<kind>``), then the
+        videos that were unreadable, truncated, failed or showed no face."""
+        out = [{"kind": f"reader:{kind}", "item": name, "reason": ""}
+               for kind in ("missing", "unlabelled", "unassigned") for name in self.reader.get(kind) or []]
+        out += [{"kind": "reader:error", "item": "", "reason": msg} for msg in self.reader.get("errors") or []]
+        for kind in ("unreadable", "truncated", "failed"):
+            out += [{"kind": kind, "item": it["path"], "reason": it["reason"]} for it in getattr(self, kind)]
+        out += [{"kind": "no_face", "item": vid, "reason": "no face detected in the sampled frames"}
+                for vid in self.no_face]
+        return out
+
+    def to_report(self) -> dict[str, Any]:
+        """The content of ``prepare_report.json``: :func:`~faceforge.data.core.prepared.make_report` with the
+        counts, :meth:`problems` and :meth:`summary`, plus every field of :meth:`to_dict`."""
+        counts = {"videos": self.videos_total, "videos_with_faces": self.videos_with_faces, "faces": self.faces,
+                  "videos_extracted_now": self.videos_extracted, "videos_already_done": self.videos_skipped,
+                  **{f"reader_skipped_{k}": v for k, v in sorted((self.reader.get("skipped") or {}).items())}}
+        return make_report("faceforge.data.detection.extraction.extract.extract_dataset", counts, self.problems(),
+                           self.summary().splitlines(), **self.to_dict())
 
     def summary(self) -> str:
         """A short human-readable summary (a few lines)."""
@@ -402,7 +425,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         reader_report: the reader's report (copied into the extraction report).
 
     Returns:
-        The :class:`ExtractionReport` (also written to ``extraction_report.json``); its ``index`` attribute holds
+        The :class:`ExtractionReport` (also written to ``prepare_report.json``); its ``index`` attribute holds
         the :class:`~faceforge.data.detection.face_index.FaceIndex` written to ``face_index.parquet``.
 
     Raises:
@@ -410,7 +433,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
         ExtractionSettingsError: if ``output_dir`` holds an extraction made with other settings.
         FaceDetectorError: if the detector settings are invalid.
         EmptyExtractionError: if no face at all was found (no video given or readable, or no face detected);
-            ``extraction_report.json`` is written, ``face_index.parquet`` is not (an earlier one is removed), so a
+            ``prepare_report.json`` is written, ``face_index.parquet`` is not (an earlier one is removed), so a
             later run extracts again.
         OutputFolderError: if ``output_dir`` (or a parent) is an existing file (checked before any work).
         DiskFullError: if the disk fills up while a file is written (the message names it); finished videos are
@@ -521,7 +544,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
             for name in (*INDEX_FILENAMES, META_FILENAME):
                 (output_dir / name).unlink(missing_ok=True)
             with _disk_full_names(output_dir / REPORT_FILENAME):
-                atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
+                atomic_write_json(output_dir / REPORT_FILENAME, report.to_report())
             raise EmptyExtractionError(
                 f"face extraction into {output_dir} found no face ({len(records)} videos given, "
                 f"{len(report.unreadable)} unreadable, {len(report.failed)} failed, {len(report.no_face)} without a "
@@ -529,7 +552,7 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
                 f"{INDEX_FILENAME} was written: fix the input and run again (delete videos/<video_id>.json to redo a "
                 f"video)")
         with _disk_full_names(output_dir / REPORT_FILENAME):
-            atomic_write_json(output_dir / REPORT_FILENAME, report.to_dict())
+            atomic_write_json(output_dir / REPORT_FILENAME, report.to_report())
         with _disk_full_names(output_dir / INDEX_FILENAME):
             index.write(output_dir)  # last: a folder with an index is complete
         report.index = index
@@ -547,7 +570,7 @@ def extract_dataset(dataset: str, root: str | Path, output_dir: str | Path,
     """Read a dataset's official layout and extract its faces (see :func:`extract_faces`).
 
     Writes ``face_index.parquet``, ``face_index.meta.json`` (dataset, absolute root, reader, sampling, detector and
-    crop settings, counts) and ``extraction_report.json`` into ``output_dir``.
+    crop settings, counts) and ``prepare_report.json`` into ``output_dir``.
 
     Args:
         dataset: a reader name (``ffpp``, ``dfdc``, ``celebdf``).
