@@ -18,22 +18,21 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from faceforge.runs.common import RunConfigError
 
 __all__ = ["DATA_KINDS", "DataKind", "check_model_data_pairing", "check_model_input_size", "check_required_settings",
-           "hydra_choice",
-           "missing_settings", "unresolvable_settings_refused"]
+           "fitting_data_configs", "hydra_choice", "missing_settings", "unresolvable_settings_refused"]
 
 
 @dataclass(frozen=True)
 class DataKind:
-    """One kind of data and the task that trains on it.
+    """One kind of data and the tasks that train on it.
 
     Attributes:
-        task: class name of the LightningModule (``DetectionTask``).
-        datamodule: class name of the data module it needs (``FaceDataModule``).
+        tasks: class names of the LightningModules that need this data (``("DetectionTask",)``).
+        datamodule: class name of the data module they need (``FaceDataModule``).
         description: the data in words, for messages.
         data_configs: the ``conf/data`` entries that build such a data module.
     """
 
-    task: str
+    tasks: tuple[str, ...]
     datamodule: str
     description: str
     data_configs: tuple[str, ...]
@@ -41,8 +40,10 @@ class DataKind:
 
 #: Every task and the data it needs (tests/test_config_errors.py checks ``data_configs`` against conf/data).
 DATA_KINDS: tuple[DataKind, ...] = (
-    DataKind("DetectionTask", "FaceDataModule", "face-crop detection data", ("synthetic", "ffpp", "dfdc", "celebdf")),
-    DataKind("VolumeRegressionTask", "VolumeDataModule", "3D volume data", ("synthetic_3d", "w300lp", "aflw2000")),
+    DataKind(("DetectionTask",), "FaceDataModule", "face-crop detection data",
+             ("synthetic", "ffpp", "dfdc", "celebdf")),
+    DataKind(("VolumeRegressionTask", "FaceGANTask"), "VolumeDataModule", "3D volume data",
+             ("synthetic_3d", "w300lp", "aflw2000")),
 )
 
 #: Example values for settings that are often left unset, by setting and (for ``data.root``) data config.
@@ -97,7 +98,7 @@ def hydra_choice(group: str) -> str | None:
 
 
 def _kind_of_task(task: str) -> DataKind | None:
-    return next((k for k in DATA_KINDS if k.task == _class_name(task)), None)
+    return next((k for k in DATA_KINDS if _class_name(task) in k.tasks), None)
 
 
 def _kind_of_data(data_target: str) -> DataKind | None:
@@ -126,9 +127,16 @@ def check_model_data_pairing(task_target: str, data_target: str, model_label: st
     model_label = model_label or _class_name(task_target)
     data_label = data_label or _class_name(data_target)
     fits = [f"data={name}" for name in need.data_configs]
-    raise RunConfigError(f"{model_label} ({need.task}) needs {need.description} ({need.datamodule}), but "
-                         f"{data_label} is {have.description} ({have.datamodule}): use "
+    raise RunConfigError(f"{model_label} ({_class_name(task_target)}) needs {need.description} "
+                         f"({need.datamodule}), but {data_label} is {have.description} ({have.datamodule}): use "
                          f"{', '.join(fits[:-1])} or {fits[-1]}")
+
+
+def fitting_data_configs(task_target: str) -> tuple[str, ...]:
+    """The ``conf/data`` entries a task can train on (``VolumeRegressionTask`` -> synthetic_3d, w300lp, aflw2000);
+    empty for a task this module does not know."""
+    kind = _kind_of_task(task_target)
+    return kind.data_configs if kind is not None else ()
 
 
 def missing_settings(cfg: DictConfig) -> list[str]:
