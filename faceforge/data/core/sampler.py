@@ -14,7 +14,10 @@ called ``set_epoch``, so the first epoch after a resume gets that epoch's order 
 
 Multi-process training (DDP): :class:`EpochSampler` is a ``DistributedSampler`` (so Lightning does not wrap it) and
 gives rank ``r`` of ``R`` every ``R``-th entry of the epoch's order, padded by wrapping around to a multiple of
-``R`` as PyTorch's ``DistributedSampler`` does.
+``R`` as PyTorch's ``DistributedSampler`` does. Evaluation must not repeat samples (a repeated sample would count
+twice in every metric), so validation and test loaders use :class:`EvalSampler` instead: rank ``r`` of ``R`` gets
+the indices ``r, r + R, r + 2R, ...`` of the dataset in order, without padding; ranks may get one sample more than
+others, and the tasks' metrics (torchmetrics states, gathered with their uneven sizes) see every sample once.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from faceforge.utils.seeding import SHUFFLE, derive_seed
 
-__all__ = ["EpochSampler", "ResumableDataLoader", "build_train_loader", "split_key"]
+__all__ = ["EpochSampler", "EvalSampler", "ResumableDataLoader", "build_eval_loader", "build_train_loader",
+           "split_key"]
 
 
 def split_key(key: Any, default_epoch: int = 0) -> tuple[int, int]:
@@ -183,6 +187,54 @@ class EpochSampler(DistributedSampler):
             yield epoch, i
 
 
+class EvalSampler(DistributedSampler):
+    """Evaluation order: every index once, in order, split across processes without padding.
+
+    Rank ``r`` of ``R`` yields ``r, r + R, r + 2R, ...`` (ranks ``< num_samples % R`` get one more); with one process
+    it yields ``0 .. num_samples - 1``. A ``DistributedSampler`` subclass, so Lightning keeps it instead of wrapping
+    the loader in its own (padding) ``DistributedSampler``. The split is resolved when iterating, like
+    :class:`EpochSampler`'s.
+
+    Args:
+        num_samples: the dataset's length (>= 0).
+        num_replicas, rank: the distributed split; None reads them from ``torch.distributed`` at iteration time.
+
+    Raises:
+        ValueError: negative ``num_samples``, or a ``rank`` outside ``[0, num_replicas)``.
+    """
+
+    def __init__(self, num_samples: int, num_replicas: int | None = None, rank: int | None = None) -> None:
+        if int(num_samples) < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if num_replicas is not None and rank is not None and not 0 <= int(rank) < int(num_replicas):
+            raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
+        self.dataset_size = int(num_samples)
+        self._num_replicas = num_replicas
+        self._rank = rank
+        self.epoch = 0
+        self.shuffle = False
+        self.drop_last = False
+
+    num_replicas = EpochSampler.num_replicas
+    rank = EpochSampler.rank
+
+    @property
+    def num_samples(self) -> int:  # type: ignore[override]
+        """Indices this rank yields."""
+        r, rank = self.num_replicas, self.rank
+        return len(range(rank, self.dataset_size, r))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Kept for Lightning (the order does not depend on the epoch)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.dataset_size, self.num_replicas))
+
+
 class _LazyCountingIterator:
     """The iterator of :class:`ResumableDataLoader`: makes the real one at the first ``next`` and counts batches."""
 
@@ -271,3 +323,20 @@ def build_train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers
     return ResumableDataLoader(dataset, batch_size=int(batch_size), sampler=sampler, num_workers=int(num_workers),
                                pin_memory=bool(pin_memory), drop_last=bool(drop_last),
                                persistent_workers=bool(persistent_workers) and int(num_workers) > 0)
+
+
+def build_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                      persistent_workers: bool = False) -> DataLoader:
+    """The validation / test loader of both data modules: every sample once, in order, over :class:`EvalSampler`.
+
+    Args:
+        dataset: a map-style dataset (bare integer keys: evaluation items carry no augmentation).
+        batch_size: samples per batch.
+        num_workers, pin_memory, persistent_workers: as for DataLoader (persistent only with workers).
+
+    Returns:
+        The loader (the last batch may be smaller; nothing is dropped).
+    """
+    return DataLoader(dataset, batch_size=int(batch_size), sampler=EvalSampler(len(dataset)),  # type: ignore[arg-type]
+                      num_workers=int(num_workers), pin_memory=bool(pin_memory), drop_last=False,
+                      persistent_workers=bool(persistent_workers) and int(num_workers) > 0)
