@@ -319,6 +319,27 @@ def test_load_3ddfa_bfm_pkl_synthetic(tmp_path: Path) -> None:
         load_3ddfa_bfm_pkl(path)
 
 
+class _RunsCode:
+    """Pickles as a call of os.system: what a crafted model file would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_bfm_pickle_is_refused_without_running_code(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "bfm.pkl"
+    path.write_bytes(pickle.dumps({"u": _RunsCode(marker)}))
+    with pytest.raises(MorphableModelError, match=r"bfm\.pkl.*refusing to load posix\.system"):
+        load_3ddfa_bfm_pkl(path)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("exp_format", ["mat", "bin"])
 def test_load_bfm_2009_synthetic(tmp_path: Path, exp_format: str) -> None:
     rng = np.random.default_rng(3)

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.io
 
 from faceforge.errors import FaceforgeError
+from faceforge.utils.safe_pickle import load_array_pickle
 
 __all__ = [
     "NUM_LANDMARKS",
@@ -385,7 +386,8 @@ def load_3ddfa_bfm_pkl(path: str | os.PathLike) -> MorphableModel:
     indices of the 68 landmarks. Not testable here on the real file (BFM-derived, not redistributable): tested on
     synthetic files with this layout.
 
-    Security: a pickle can run code when loaded; only load files you trust.
+    Security: the pickle is read by :func:`faceforge.utils.safe_pickle.load_array_pickle`, which rebuilds only
+    NumPy arrays and built-in containers: a pickle that names any other class is refused, so loading it runs no code.
 
     Args:
         path: the pickle file.
@@ -398,8 +400,7 @@ def load_3ddfa_bfm_pkl(path: str | os.PathLike) -> MorphableModel:
     """
     p = _require_file(Path(path))
     try:
-        with open(p, "rb") as fh:
-            data = pickle.load(fh)
+        data = load_array_pickle(p)
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
         raise _err(p, None, f"not a readable pickle ({exc})") from exc
     if not isinstance(data, dict):

@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
 from faceforge.errors import FaceforgeError
 from faceforge.geometry.volume_frame import VOLUME_DEPTH, VOLUME_SIZE, VolumeFrame
+from faceforge.utils.safe_pickle import ArrayUnpickler
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -209,19 +208,6 @@ def topology_from_triangles(triangles: np.ndarray, num_vertices: int, source: st
     return FaceTopology(triangles=tri, num_vertices=int(num_vertices), hole_loops=holes, source=source)
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds NumPy arrays (a pickle can otherwise run arbitrary code)."""
-
-    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-        ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays are allowed)")
-
-
 def load_noneck_topology(configs_dir: str | os.PathLike, num_vertices: int = 53215,
                          cap_holes: bool = True) -> FaceTopology:
     """Load 3DDFA_V2's no-neck, no-ear BFM topology and cap its mouth.
@@ -250,7 +236,7 @@ def load_noneck_topology(configs_dir: str | os.PathLike, num_vertices: int = 532
             raise VoxelizationError(f"{p}: file not found (3DDFA_V2 no-neck topology needs tri.pkl and "
                                     "indices.npy)")
     try:
-        tri = np.asarray(_ArrayUnpickler(io.BytesIO(p_tri.read_bytes())).load())
+        tri = np.asarray(ArrayUnpickler(io.BytesIO(p_tri.read_bytes())).load())
     except Exception as exc:  # any unpickling failure means a bad (or unsafe) file
         raise VoxelizationError(f"{p_tri}: not a readable pickled NumPy array ({exc})") from exc
     try:
