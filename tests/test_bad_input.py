@@ -65,14 +65,14 @@ def test_celebdf_test_list_with_bom_gives_the_official_test_split(tmp_path):
     assert split["celebdf/Celeb-real/id1_0000"] != "test" and not report.errors
 
 
-def test_celebdf_bad_list_cli_exits_2_and_leaves_earlier_outputs_unchanged(tmp_path, capsys):
+def test_celebdf_bad_list_cli_exits_1_and_leaves_earlier_outputs_unchanged(tmp_path, capsys):
     from faceforge.data.detection.extraction.cli import main
 
     root = make_celebdf(tmp_path / "celebdf", ["\ufeff1 Celeb-real/id0_0000.mp4", "REAL Celeb-real/id1_0000.mp4"])
     out = tmp_path / "faces"
     touch(out / "face_index.csv", b"earlier output\n")
     before = snapshot(out)
-    assert main(["--dataset", "celebdf", "--root", str(root), "--output", str(out), "--quiet"]) == 2
+    assert main(["--dataset", "celebdf", "--root", str(root), "--output", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "List_of_testing_videos.txt" in err and "line 2" in err and "Traceback" not in err
     assert snapshot(out) == before
@@ -181,7 +181,7 @@ def test_empty_extraction_writes_no_index_and_names_the_report(tmp_path, capsys)
     out = tmp_path / "faces"
     touch(out / "face_index.csv", b"video_id\n")  # an empty index left by an earlier failed run
     assert main(["--dataset", "dfdc", "--root", str(root), "--output", str(out), "--quiet", "--num-frames", "2",
-                 "--size", "32"]) == 2
+                 "--size", "32"]) == 1
     err = capsys.readouterr().err
     assert str(out / "prepare_report.json") in err and "found no face" in err and "Traceback" not in err
     assert not (out / "face_index.csv").exists()

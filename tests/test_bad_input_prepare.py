@@ -112,7 +112,7 @@ def test_extract_cli_output_that_is_a_file_is_refused_before_any_work(tmp_path, 
 
     monkeypatch.setattr(readers, "read_dataset", read_dataset)
     monkeypatch.setattr(extract, "FaceDetector", CentreFaceDetector)
-    assert cli.main(["--dataset", "dfdc", "--root", str(root), "--output", str(out), "--quiet"]) == 2
+    assert cli.main(["--dataset", "dfdc", "--root", str(root), "--output", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("faceforge: OutputFolderError: "), err
@@ -171,7 +171,7 @@ def test_full_disk_while_writing_the_index_leaves_no_index(tmp_path, monkeypatch
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
-def test_full_disk_cli_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+def test_full_disk_cli_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
     from faceforge.data.detection.extraction import cli
     from faceforge.data.detection.face_index import INDEX_FILENAME
 
@@ -180,7 +180,7 @@ def test_full_disk_cli_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     out = tmp_path / "faces"
     hits = full_disk_when(monkeypatch, lambda p: p.suffix == ".png")
     assert cli.main(["--dataset", "dfdc", "--root", str(root), "--output", str(out), "--quiet",
-                     "--num-frames", "2", "--size", "32"]) == 2
+                     "--num-frames", "2", "--size", "32"]) == 1
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("faceforge: DiskFullError: "), err

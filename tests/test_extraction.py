@@ -317,7 +317,7 @@ def test_cli_runs_in_process(extracted, dfdc_root, capsys):
 
     code = main(["--dataset", "dfdc", "--root", str(dfdc_root / "absent"), "--output", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "absent" in err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "absent" in err
     code = main(["--dataset", "celebdf", "--root", str(dfdc_root), "--output", str(out), "--test-fraction", "0.1"])
     assert code == 2 and "--test-fraction" in capsys.readouterr().err
 

@@ -28,10 +28,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,51 @@ PREPARE_REPORT = "prepare_report.json"
 PREPARED_DIR_ATTRIBUTES = ("faces_dir", "volumes_dir")
 #: Problems listed per kind by :func:`report_lines` (the JSON holds all of them).
 MAX_LISTED = 3
+#: The project's Hydra configs (``conf/`` beside the package).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+
+class PreparedDataError(FaceforgeError, RuntimeError):
+    """A builder run by a console command did not leave a complete prepared folder (no index, or no row)."""
+
+
+def compose_config(overrides: Sequence[str], config_dir: str | Path | None = None) -> Any:
+    """``conf/train.yaml`` composed with ``overrides`` through Hydra's compose API (nothing runs, no run folder);
+    the console commands read ``cfg.data`` from it, so their defaults are the configs'.
+
+    Args:
+        overrides: Hydra overrides, e.g. ``["data=ffpp", "data.root=/data/FF++"]``.
+        config_dir: the config folder (default: the project's ``conf/``).
+
+    Returns:
+        The composed ``DictConfig`` (unresolved).
+
+    Raises:
+        hydra.errors.ConfigCompositionException, hydra.errors.OverrideParseException: an unknown config or a
+            malformed override.
+    """
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    os.environ.setdefault("FACEFORGE_ROOT", str(CONFIG_DIR.parent))  # paths.root_dir, as train.py sets it
+    with initialize_config_dir(str(Path(config_dir or CONFIG_DIR).resolve()), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def override_value(value: Any) -> str:
+    """``value`` written in Hydra's override grammar (strings quoted, so paths with spaces or ``=`` survive)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    # Hydra's quoted strings: backslashes before a quote or at the end are doubled, quotes escaped, others literal
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(value)).replace("'", "\\'")
+    return f"'{text}'"
 #: Builder arguments that change how fast a folder is built, not what it holds.
 OUTPUT_NEUTRAL_KEYS = frozenset({"workers", "progress", "num_threads", "torch_threads"})
 #: Builders recorded under their module path before the data layer was split by domain: the same code, so a folder
