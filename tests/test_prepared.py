@@ -80,3 +80,43 @@ def test_an_unreadable_settings_record_is_refused_naming_it(tmp_path: Path):
     (faces / BUILD_RECORD).write_text("{not json")
     with pytest.raises(FaceDataError, match=f"{BUILD_RECORD} is unreadable"):
         FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32).prepare_data()
+
+
+def _prepare_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prepare_cli", Path(__file__).resolve().parents[1] / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_prepare_py_builds_a_data_config_and_prints_its_report(tmp_path: Path, capsys):
+    main = _prepare_main()
+    faces = tmp_path / "faces"
+    args = ["data=synthetic", f"data.faces_dir={faces}", "data.image_size=32", "data.builder.num_videos=6",
+            "data.builder.frames_per_video=1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"preparation of {faces}" in out and "6 videos" in out and "no problem met" in out
+    assert (faces / "face_index.parquet").is_file() and (faces / BUILD_RECORD).is_file()
+    # the same config again: reused; another seed: refused with the difference named, exit 1
+    assert main(args) == 0
+    assert main([*args, "data.builder.seed=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("faceforge: FaceDataError: ") and "seed: built with 0, now 1" in err[0]
+
+
+def test_prepare_py_usage_and_input_errors(tmp_path: Path, capsys):
+    main = _prepare_main()
+    assert main(["data=ffpp", f"paths.data_dir={tmp_path}"]) == 2  # data.root unset
+    err = capsys.readouterr().err
+    assert "data.root" in err and "Traceback" not in err
+    assert main(["data=no_such_config"]) == 2
+    assert "no_such_config" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["data=dfdc", f"data.root={empty}", f"data.faces_dir={tmp_path / 'faces'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("faceforge: ") and str(empty) in err[0]
+    assert not (tmp_path / "faces" / "face_index.parquet").exists()
