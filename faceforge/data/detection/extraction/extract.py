@@ -20,9 +20,11 @@ A rerun into the same folder with different crop-determining settings (dataset, 
 raises :class:`ExtractionSettingsError`. Reader settings (split fractions and seeds) may change: the split and
 other per-video columns are always taken from the current records.
 
-Parallelism: ``workers > 1`` runs videos in a process pool (spawned processes, one detector per worker built
-in the initializer, ``torch_threads`` (default 1) torch threads in each). A bad video never stops the run: it is
-counted in the :class:`ExtractionReport` with its reason.
+Parallelism: the videos go through :func:`faceforge.data.core.runner.run_parallel`; ``workers > 1`` runs them in
+spawned processes (one detector per worker built in the initializer, ``torch_threads`` (default 1) torch threads
+in each) that only decode, detect and encode: the crops and markers come back to the main process, which alone
+writes them. Workers exit when the main process dies (``kill -9`` included). A bad video never stops the run: it
+is counted in the :class:`ExtractionReport` (and ``prepare_report.json``) with its reason.
 """
 from __future__ import annotations
 
