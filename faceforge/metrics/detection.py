@@ -275,8 +275,12 @@ class DetectionScores(Metric):
     """Gathers per-sample detection outputs across batches and processes (``dist_reduce_fx="cat"``).
 
     States (concatenated 1-D tensors): ``probs`` float32 P(fake), ``labels`` int64 {0, 1}, ``video_idx`` int64,
-    ``group_idx`` int64 (e.g. the manipulation-method index; the real group included). Feed :meth:`compute`'s dict
-    to :func:`detection_report`.
+    ``group_idx`` int64 (e.g. the manipulation-method index; the real group included), ``sample_idx`` int64 (the
+    item's index in the dataset, -1 when not given). Feed :meth:`compute`'s dict to :func:`detection_report`.
+
+    :meth:`compute` returns the rows sorted by ``sample_idx`` (stable), so the result does not depend on how the
+    samples were split across processes: under DDP every rank's rows are gathered (uneven counts included) and the
+    report equals a one-process run's bit for bit (floating-point sums per video run in the same order).
     """
 
     is_differentiable = False
@@ -286,16 +290,18 @@ class DetectionScores(Metric):
     labels: list[Tensor]
     video_idx: list[Tensor]
     group_idx: list[Tensor]
+    sample_idx: list[Tensor]
 
-    _STATES = ("probs", "labels", "video_idx", "group_idx")
-    _DTYPES = (torch.float32, torch.int64, torch.int64, torch.int64)
+    _STATES = ("probs", "labels", "video_idx", "group_idx", "sample_idx")
+    _DTYPES = (torch.float32, torch.int64, torch.int64, torch.int64, torch.int64)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for name in self._STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, probs: Tensor, labels: Tensor, video_idx: Tensor, group_idx: Tensor | None = None) -> None:
+    def update(self, probs: Tensor, labels: Tensor, video_idx: Tensor, group_idx: Tensor | None = None,
+               sample_idx: Tensor | None = None) -> None:
         """Append a batch.
 
         Args:
@@ -303,6 +309,8 @@ class DetectionScores(Metric):
             labels: (N,) int {0, 1}.
             video_idx: (N,) int video index (unique across the dataset).
             group_idx: (N,) int group index (e.g. manipulation method); zeros when None.
+            sample_idx: (N,) int index of each item in its dataset (orders the rows in :meth:`compute`); -1 when
+                None.
 
         Raises:
             ValueError: shapes differ, non-binary labels, probabilities outside [0, 1].
@@ -312,15 +320,18 @@ class DetectionScores(Metric):
         video_idx = torch.as_tensor(video_idx, device=labels.device)
         group_idx = torch.zeros_like(labels) if group_idx is None else torch.as_tensor(group_idx,
                                                                                        device=labels.device)
-        for name, t in (("video_idx", video_idx), ("group_idx", group_idx)):
+        sample_idx = torch.full_like(labels, -1) if sample_idx is None else torch.as_tensor(sample_idx,
+                                                                                           device=labels.device)
+        for name, t in (("video_idx", video_idx), ("group_idx", group_idx), ("sample_idx", sample_idx)):
             if t.shape != labels.shape:
                 raise ValueError(f"DetectionScores.update: {name} {tuple(t.shape)} must match labels "
                                  f"{tuple(labels.shape)}")
-        for name, t, dtype in zip(self._STATES, (probs, labels, video_idx, group_idx), self._DTYPES):
+        for name, t, dtype in zip(self._STATES, (probs, labels, video_idx, group_idx, sample_idx), self._DTYPES):
             getattr(self, name).append(t.detach().to(dtype))
 
     def compute(self) -> dict[str, Tensor]:
-        """Concatenated rows: {"probs": (N,) float32, "labels", "video_idx", "group_idx": (N,) int64}.
+        """Concatenated rows sorted by ``sample_idx``: {"probs": (N,) float32, "labels", "video_idx", "group_idx",
+        "sample_idx": (N,) int64}.
 
         Empty tensors when nothing was seen.
         """
@@ -331,6 +342,9 @@ class DetectionScores(Metric):
                 out[name] = torch.zeros(0, dtype=dtype, device=self.device)
             else:
                 out[name] = dim_zero_cat(state).to(dtype)
+        if len(out["sample_idx"]) > 1:
+            order = torch.sort(out["sample_idx"], stable=True).indices
+            out = {name: t[order] for name, t in out.items()}
         return out
 
 

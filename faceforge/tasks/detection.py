@@ -175,7 +175,8 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
     def _eval_step(self, batch: Mapping[str, torch.Tensor], scores: DetectionScores, stage: str) -> None:
         logits = self._logits(batch)
         loss = self.compute_loss(logits, batch["label"])
-        scores.update(torch.sigmoid(logits.float()), batch["label"], batch["video_idx"], batch["method_idx"])
+        scores.update(torch.sigmoid(logits.float()), batch["label"], batch["video_idx"], batch["method_idx"],
+                      batch.get("index"))
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0], sync_dist=True)
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:

@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from faceforge.data.core.prepared import ensure_built
-from faceforge.data.core.sampler import build_train_loader, split_key
+from faceforge.data.core.sampler import build_eval_loader, build_train_loader, split_key
 from faceforge.data.reconstruction.augment import VolumeAugmentation
 from faceforge.data.reconstruction.codec import decode_runs
 from faceforge.data.reconstruction.errors import VolumeGenerationError
@@ -362,8 +362,10 @@ class VolumeDataModule(pl.LightningDataModule):
         if train:  # seeded per epoch, resumable mid-epoch (faceforge.data.core.sampler)
             return build_train_loader(dataset, self.batch_size, self.seed, num_workers=self.num_workers,
                                       pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+        # every sample once, in order; under DDP split across ranks without the padding repeats of Lightning's
+        # DistributedSampler, so no sample counts twice in a metric
+        return build_eval_loader(dataset, self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                 persistent_workers=self.persistent_workers)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training loader (drops the last partial batch when there is more than one)."""
