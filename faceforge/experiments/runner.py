@@ -201,8 +201,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, profile: str = "re
         rec = RunRecord(model.id, "reproduced", model.label, model.train_on)
         run_dir = runs_dir / "train" / "runs" / model.id
         rec.run_dir = _rel(run_dir, out_dir)
-        rec.overrides = [*prof.datasets[model.train_on].overrides, *model.overrides, *prof.train_overrides, *extra,
-                         *common, f"run_name={model.id}", "test=false"]
+        rec.overrides = [*prof.datasets[model.train_on].overrides, *prof.model_args(model), *prof.train_overrides,
+                         *extra, *common, f"run_name={model.id}", "test=false"]
         rec.log = _rel(out_dir / "logs" / f"train_{model.id}.log", out_dir)
         _train(rec, run_dir, out_dir, root, python, runner, evaluate_only)
         records.append(rec)

@@ -3,7 +3,8 @@
 A spec is loaded with ``yaml.safe_load`` and checked against the small schema below; it never names code to import:
 every run is a ``train.py`` / ``evaluate.py`` command line built from Hydra overrides that pick configs of the
 project's own ``conf/`` folder, and :func:`check_override` refuses overrides that name a ``_target_``, touch
-``hydra``, or interpolate anything but an environment variable (``${oc.env:FFPP_ROOT}``). Imported weights are plain
+``hydra``, or interpolate anything but an environment variable (``${oc.env:FFPP_ROOT}``) or another config
+value (``${paths.data_dir}``): no resolver runs code. Imported weights are plain
 file names inside one weights folder (an environment variable or a folder given on the command line), never paths.
 
 Schema (``?`` = optional)::
@@ -28,6 +29,7 @@ Schema (``?`` = optional)::
       - {source: str, metric: <metric key>, values: {<model or imported id>: {<dataset key>: float or null}}}
     embedded:                          # the same experiment on the embedded synthetic data (CPU, minutes)
       datasets: {ffpp: [data=synthetic, data.builder.seed=0], ...}   # every dataset key mapped
+      models?: {vrn: [model=vrn]}      # overrides replacing a model's own in this profile
       train_overrides?: [str]
       eval_overrides?: [str]
 """
@@ -56,6 +58,7 @@ RUNNER_KEYS = ("seed", "run_name", "ckpt_path", "results_path", "task_name", "te
 _OVERRIDE = re.compile(r"^(?P<key>(?:\+\+|\+|~)?[A-Za-z_][A-Za-z0-9_.@/\-]*)=(?P<value>.*)$", re.S)
 _INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 _ENV_INTERPOLATION = re.compile(r"^oc\.env:[A-Za-z_][A-Za-z0-9_]*(,[^${}]*)?$")
+_NODE_INTERPOLATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -129,6 +132,13 @@ class Profile:
     datasets: dict[str, Dataset]
     train_overrides: tuple[str, ...]
     eval_overrides: tuple[str, ...]
+    #: per model id, overrides that replace the model's own in this profile (a small CPU network instead of a
+    #: paper recipe)
+    model_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def model_args(self, model: ModelRun) -> tuple[str, ...]:
+        """The overrides that select ``model`` in this profile."""
+        return self.model_overrides.get(model.id, model.overrides)
 
 
 @dataclass(frozen=True)
@@ -214,7 +224,8 @@ def check_override(item: str, runner_keys: tuple[str, ...] = RUNNER_KEYS) -> str
     """Why a Hydra override may not come from a spec file, or None when it may.
 
     Allowed: ``key=value``, ``+key=value``, ``~key`` forms over the project's config groups and settings, with
-    interpolations limited to environment variables (``${oc.env:NAME}`` or ``${oc.env:NAME,default}``). Refused:
+    interpolations limited to environment variables (``${oc.env:NAME}`` or ``${oc.env:NAME,default}``) and other
+    config values (``${paths.data_dir}``): no other resolver. Refused:
     anything naming ``_target_`` / ``_partial_`` / ``_args_`` (code to instantiate), ``hydra`` settings, ``paths.*``
     (where runs and data go is the command's choice) and the keys the runner sets itself (``seed``, ``run_name``,
     ``ckpt_path`` ...).
@@ -236,8 +247,10 @@ def check_override(item: str, runner_keys: tuple[str, ...] = RUNNER_KEYS) -> str
     if bare in runner_keys:
         return f"{item!r}: {bare} is set by the experiment runner"
     for inner in _INTERPOLATION.findall(value):
-        if not _ENV_INTERPOLATION.match(inner.strip()):
-            return f"{item!r}: only environment interpolations ${{oc.env:NAME}} are allowed, not ${{{inner}}}"
+        inner = inner.strip()
+        if not (_ENV_INTERPOLATION.match(inner) or _NODE_INTERPOLATION.match(inner)):
+            return (f"{item!r}: only environment variables ${{oc.env:NAME}} and config values ${{a.b}} may be "
+                    f"interpolated, not ${{{inner}}}")
     return None
 
 
@@ -386,7 +399,12 @@ def parse_spec(data: Any, path: str | Path) -> ExperimentSpec:
     profiles = {"real": Profile("real", datasets, check.overrides(top.get("train_overrides"), "train_overrides"),
                                 check.overrides(top.get("eval_overrides"), "eval_overrides"))}
     emb = check.mapping(top["embedded"], "embedded")
-    check.known(emb, "embedded", {"datasets", "train_overrides", "eval_overrides", "description"})
+    check.known(emb, "embedded", {"datasets", "models", "train_overrides", "eval_overrides", "description"})
+    emb_models = {}
+    for key, value in check.mapping(emb.get("models") or {}, "embedded.models").items():
+        if key not in {m.id for m in models}:
+            raise check.fail(f"embedded.models.{key}", "not an id under models")
+        emb_models[key] = check.overrides(value, f"embedded.models.{key}")
     emb_ds = check.mapping(emb.get("datasets"), "embedded.datasets")
     for key in datasets:
         if key not in emb_ds:
@@ -398,7 +416,7 @@ def parse_spec(data: Any, path: str | Path) -> ExperimentSpec:
         "embedded", {k: _dataset_block(check, v, f"embedded.datasets.{k}", datasets[k].label) for k, v in
                      emb_ds.items()},
         check.overrides(emb.get("train_overrides"), "embedded.train_overrides"),
-        check.overrides(emb.get("eval_overrides"), "embedded.eval_overrides"))
+        check.overrides(emb.get("eval_overrides"), "embedded.eval_overrides"), emb_models)
 
     raw_bytes = yaml.safe_dump(data, sort_keys=True).encode()
     return ExperimentSpec(path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), name=name,
