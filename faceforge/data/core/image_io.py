@@ -28,6 +28,7 @@ tags are NOT applied (face crops written by this project carry none; the stored 
 """
 from __future__ import annotations
 
+import io
 import threading
 import warnings
 from collections import Counter
@@ -115,12 +116,14 @@ class ImageReadStats:
                 "examples": {k: list(v) for k, v in sorted(self.examples.items())}}
 
 
-def read_rgb_image(path: str | Path, stats: ImageReadStats | None = None) -> np.ndarray:
+def read_rgb_image(path: str | Path, stats: ImageReadStats | None = None, data: bytes | None = None) -> np.ndarray:
     """Decode an image file into an RGB uint8 array.
 
     Args:
         path: image file (any format PIL reads: PNG, JPEG, BMP, WebP, TIFF, ...).
         stats: if given, each conversion made is counted in it (see the module docstring for the kinds).
+        data: the file's encoded bytes, already read (e.g. from a store of encoded crops): decoded instead of
+            opening ``path``, which then only names the image in messages.
 
     Returns:
         ``(H, W, 3)`` ``uint8`` array, RGB order, C-contiguous.
@@ -135,12 +138,12 @@ def read_rgb_image(path: str | Path, stats: ImageReadStats | None = None) -> np.
             and process; later ones are only counted in ``stats``).
     """
     path = Path(path)
-    if not path.exists():
+    if data is None and not path.exists():
         raise ImageReadError(path, "file does not exist")
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ImageReadError(path, "not a regular file")
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.load()
             arr, kind = _to_rgb(im, path)
     except ImageReadError:

@@ -22,6 +22,15 @@ killed build leaves no half-written cache. Two processes building the same cache
 write a temporary file and rename it onto the same name: wasteful but correct.
 
 The object is picklable and opens the memmap lazily, so each DataLoader worker maps the file itself.
+
+Before building, the file's size is checked against the free space of ``cache_dir`` (``shutil.disk_usage``): at
+256 px a crop takes 196 KB, so DFDC at 32 frames (3.8M faces) would need about 745 GB. A cache that does not fit is
+refused with :class:`CropCacheError` naming the folder, the bytes needed and free, and the option to use instead:
+``data.crop_store=encoded`` (:class:`~faceforge.data.detection.crop_store.EncodedCropStore`: the encoded crop files
+packed into a few shard files, decoded on read; about the size of the crops on disk) or ``data.cache_crops=false``.
+Both stores share :class:`CropSource`'s interface (``ensure``, ``rows_for``, ``get``, ``errors``, ``valid``), which
+is all :class:`~faceforge.data.detection.frames.FaceCropDataset` and
+:class:`~faceforge.data.detection.clips.FaceClipDataset` use.
 """
 from __future__ import annotations
 
@@ -52,7 +61,127 @@ class CropCacheError(FaceforgeError, RuntimeError):
     """The crop cache cannot be built or read (no disk space, a crop not in the cache, a corrupt cache file)."""
 
 
-class CropCache:
+def crop_file_stats(root: Path, crop_paths: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` int64 ``(size in bytes, modification time in ns)`` of each crop file, ``(-1, -1)`` if missing."""
+    stat = np.zeros((len(crop_paths), 2), dtype=np.int64)
+    for i, rel in enumerate(crop_paths.tolist()):
+        try:
+            st = os.stat(root / rel)
+            stat[i] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stat[i] = (-1, -1)
+    return stat
+
+
+def check_free_space(folder: Path, needed: int, what: str, instead: str) -> None:
+    """Refuse to write ``needed`` bytes into ``folder`` when its file system has less free space.
+
+    Args:
+        folder: an existing folder (where the files will be written).
+        needed: bytes about to be written.
+        what: what is being built, for the message (e.g. ``"crop cache /x/cache/crops_256px_ab.npy"``).
+        instead: the option(s) to use instead, for the message.
+
+    Raises:
+        CropCacheError: ``needed`` exceeds the free bytes; the message names ``folder``, both byte counts and
+            ``instead``.
+    """
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise CropCacheError(
+            f"{what} needs {needed} bytes ({needed / 2**30:.2f} GiB) but {folder} has only {free} bytes "
+            f"({free / 2**30:.2f} GiB) free; {instead}")
+
+
+class CropSource:
+    """What the face datasets read crops from: one crop per row of the face index it was made from.
+
+    Subclasses (:class:`CropCache`, :class:`~faceforge.data.detection.crop_store.EncodedCropStore`) build their
+    files in :meth:`ensure` and serve ``(S, S, 3)`` uint8 RGB crops from :meth:`get`.
+
+    Attributes:
+        root: folder the index's ``crop_path`` values are relative to.
+        image_size: side ``S`` of the served crops, pixels.
+        crop_paths: ``(N,)`` crop paths (the index's ``crop_path`` column, in row order).
+        errors: ``{row: reason}`` of crops that could not be read (filled by :meth:`ensure`).
+        read_stats: image conversions met while decoding.
+        built: True if :meth:`ensure` built the files, False if it found them.
+        path: the main file or folder of the store (for reports).
+    """
+
+    image_size: int
+    crop_paths: np.ndarray
+    errors: dict[int, str]
+    read_stats: ImageReadStats
+    built: bool
+    path: Path
+    _ready: bool
+    _sorter: np.ndarray | None
+
+    def ensure(self) -> CropSource:
+        """Build the store if missing (or stale), else load its side-car; returns ``self``."""
+        raise NotImplementedError
+
+    def get(self, row: int) -> np.ndarray:
+        """The crop of store row ``row`` as a fresh, writable ``(S, S, 3)`` uint8 RGB array."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.crop_paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(N, S, S, 3)``."""
+        return (len(self.crop_paths), self.image_size, self.image_size, 3)
+
+    def _load_side_meta(self, meta: dict[str, Any]) -> None:
+        """Set :attr:`errors` and :attr:`read_stats` from a side-car written by a build."""
+        self.errors = {int(k): v for k, v in meta.get("errors", {}).items()}
+        stats = meta.get("read_stats", {})
+        self.read_stats = ImageReadStats()
+        for kind, n in stats.get("conversions", {}).items():
+            self.read_stats.conversions[kind] = int(n)
+        self.read_stats.examples = {k: list(v) for k, v in stats.get("examples", {}).items()}
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Boolean ``(N,)``: rows whose crop was read (False for rows listed in :attr:`errors`)."""
+        self._check_ready()
+        mask = np.ones(len(self.crop_paths), dtype=bool)
+        if self.errors:
+            mask[np.fromiter(self.errors.keys(), dtype=np.int64)] = False
+        return mask
+
+    def rows_for(self, index: FaceIndex) -> np.ndarray:
+        """Store rows of the crops of ``index`` (a subset of the index this store was built from).
+
+        Returns:
+            int64 ``(len(index),)`` positions into the store.
+
+        Raises:
+            CropCacheError: if some crop of ``index`` is not in the store (the message names the first few).
+        """
+        if self._sorter is None:
+            self._sorter = np.argsort(self.crop_paths, kind="stable")
+        sorted_paths = self.crop_paths[self._sorter]
+        wanted = np.asarray(index.columns["crop_path"])
+        if len(sorted_paths) == 0:
+            if len(wanted):
+                raise CropCacheError(f"crop store {self.path} is empty but {len(wanted)} crops were asked for")
+            return np.zeros(0, dtype=np.int64)
+        pos = np.clip(np.searchsorted(sorted_paths, wanted), 0, len(sorted_paths) - 1)
+        found = sorted_paths[pos] == wanted
+        if not found.all():
+            missing = wanted[~found][:5].tolist()
+            raise CropCacheError(f"{int((~found).sum())} crops are not in the crop store {self.path}, e.g. {missing}")
+        return self._sorter[pos].astype(np.int64)
+
+    def _check_ready(self) -> None:
+        if not self._ready:
+            raise CropCacheError(f"crop store {self.path} is not ready: call ensure() first")
+
+
+class CropCache(CropSource):
     """Packed uint8 crops of a face index, read by row without decoding.
 
     Args:
@@ -64,7 +193,8 @@ class CropCache:
 
     Raises:
         ValueError: for ``image_size < 1`` or an unknown interpolation.
-        CropCacheError: from :meth:`ensure` if there is not enough disk space or the files cannot be written.
+        CropCacheError: from :meth:`ensure` if there is not enough disk space (the message names the folder, the
+            bytes needed and free, and ``data.crop_store=encoded``) or the files cannot be written.
 
     Attributes:
         path: the ``.npy`` file; ``meta_path``: its JSON side-car.
@@ -102,25 +232,11 @@ class CropCache:
         h = hashlib.sha256()
         h.update(f"v{CACHE_FORMAT_VERSION}|{self.image_size}|{self.interpolation}|{len(self.crop_paths)}|".encode())
         h.update("\n".join(self.crop_paths.tolist()).encode("utf-8"))
-        stat = np.zeros((len(self.crop_paths), 2), dtype=np.int64)
-        for i, rel in enumerate(self.crop_paths.tolist()):
-            try:
-                st = os.stat(self.root / rel)
-                stat[i] = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                stat[i] = (-1, -1)
-        h.update(stat.tobytes())
+        self._file_stats = crop_file_stats(self.root, self.crop_paths)
+        h.update(self._file_stats.tobytes())
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ build / load
-    def __len__(self) -> int:
-        return len(self.crop_paths)
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        """``(N, S, S, 3)``."""
-        return (len(self.crop_paths), self.image_size, self.image_size, 3)
-
     def is_built(self) -> bool:
         """True if a complete cache with this key exists on disk."""
         if not (self.path.is_file() and self.meta_path.is_file()):
@@ -142,13 +258,7 @@ class CropCache:
             CropCacheError: not enough free disk space, or the files cannot be written.
         """
         if self.is_built():
-            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            self.errors = {int(k): v for k, v in meta.get("errors", {}).items()}
-            stats = meta.get("read_stats", {})
-            self.read_stats = ImageReadStats()
-            for kind, n in stats.get("conversions", {}).items():
-                self.read_stats.conversions[kind] = int(n)
-            self.read_stats.examples = {k: list(v) for k, v in stats.get("examples", {}).items()}
+            self._load_side_meta(json.loads(self.meta_path.read_text(encoding="utf-8")))
             self.built = False
         else:
             self._build()
@@ -160,11 +270,11 @@ class CropCache:
         n, s = len(self.crop_paths), self.image_size
         nbytes = n * s * s * 3
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.cache_dir).free
-        if nbytes > free:
-            raise CropCacheError(
-                f"crop cache {self.path} needs {nbytes / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB are free "
-                f"in {self.cache_dir}; free some space or set cache_crops=false (decode crops on the fly)")
+        encoded = int(self._file_stats[:, 0].clip(min=0).sum())
+        check_free_space(self.cache_dir, nbytes, f"the crop cache {self.path} ({n} crops at {s}px, uint8 memmap)",
+                         f"set data.crop_store=encoded (the encoded crop files packed into shards, about "
+                         f"{encoded / 2**30:.2f} GiB here, decoded on read) or data.cache_crops=false (decode crops "
+                         f"on the fly), or free some space")
         log.info("building crop cache %s (%d crops at %dpx, %.2f GiB)", self.path, n, s, nbytes / 2**30)
         errors: dict[int, str] = {}
         stats = ImageReadStats()
@@ -208,39 +318,6 @@ class CropCache:
         self.read_stats = stats
 
     # ------------------------------------------------------------------ access
-    @property
-    def valid(self) -> np.ndarray:
-        """Boolean ``(N,)``: rows whose crop was read (False for rows listed in :attr:`errors`)."""
-        self._check_ready()
-        mask = np.ones(len(self.crop_paths), dtype=bool)
-        if self.errors:
-            mask[np.fromiter(self.errors.keys(), dtype=np.int64)] = False
-        return mask
-
-    def rows_for(self, index: FaceIndex) -> np.ndarray:
-        """Cache rows of the crops of ``index`` (a subset of the index this cache was built from).
-
-        Returns:
-            int64 ``(len(index),)`` positions into the cache.
-
-        Raises:
-            CropCacheError: if some crop of ``index`` is not in the cache (the message names the first few).
-        """
-        if self._sorter is None:
-            self._sorter = np.argsort(self.crop_paths, kind="stable")
-        sorted_paths = self.crop_paths[self._sorter]
-        wanted = np.asarray(index.columns["crop_path"])
-        if len(sorted_paths) == 0:
-            if len(wanted):
-                raise CropCacheError(f"crop cache {self.path} is empty but {len(wanted)} crops were asked for")
-            return np.zeros(0, dtype=np.int64)
-        pos = np.clip(np.searchsorted(sorted_paths, wanted), 0, len(sorted_paths) - 1)
-        found = sorted_paths[pos] == wanted
-        if not found.all():
-            missing = wanted[~found][:5].tolist()
-            raise CropCacheError(f"{int((~found).sum())} crops are not in the crop cache {self.path}, e.g. {missing}")
-        return self._sorter[pos].astype(np.int64)
-
     def get(self, row: int) -> np.ndarray:
         """The cached crop of cache row ``row`` as a fresh, writable ``(S, S, 3)`` uint8 RGB array.
 
@@ -250,10 +327,6 @@ class CropCache:
         if self._mm is None:
             self._open()
         return np.array(self._mm[row])  # type: ignore[index]
-
-    def _check_ready(self) -> None:
-        if not self._ready:
-            raise CropCacheError(f"crop cache {self.path} is not ready: call ensure() first")
 
     def _open(self) -> None:
         self._check_ready()

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader
 from faceforge.data.core.prepared import ensure_built
 from faceforge.data.core.sampler import build_train_loader
 from faceforge.data.detection.clips import CLIP_SAMPLINGS, FaceClipDataset
-from faceforge.data.detection.crop_cache import CropCache
+from faceforge.data.detection.crop_cache import CropSource
+from faceforge.data.detection.crop_store import CROP_STORES, make_crop_store
 from faceforge.data.detection.face_index import INDEX_FILENAMES, META_FILENAME, SPLITS, FaceIndex, find_index_file
 from faceforge.data.detection.frames import FaceCropDataset
 from faceforge.errors import FaceforgeError
@@ -76,8 +77,12 @@ class FaceDataModule(pl.LightningDataModule):
         methods: keep only these manipulation methods (``original`` is always kept); None keeps all.
         same_split_for_all: use ALL rows for train, val and test (smoke tests on tiny data only; warns loudly).
         max_faces_per_video: keep at most this many faces per video, evenly spaced in (frame, face rank) order.
-        cache_crops: pack the crops into a uint8 memmap cache (built once in ``<faces_dir>/cache/``); False
+        cache_crops: pack the crops into a store built once in ``<faces_dir>/cache/`` (see ``crop_store``); False
             decodes crop files on the fly.
+        crop_store: ``"memmap"`` (decoded uint8 crops, :class:`~faceforge.data.detection.crop_cache.CropCache`;
+            196 KB per crop at 256 px, refused when the disk is too small) or ``"encoded"`` (the encoded crop files
+            in a few shard files, decoded on read: about their size on disk,
+            :class:`~faceforge.data.detection.crop_store.EncodedCropStore`).
         image_size: side of the square images served, pixels (crops of another size are resized, see
             :func:`~faceforge.data.core.image_io.resize_image`).
         seed: seed of the training order (per epoch), of the augmentation and of the training clips' frame draws
@@ -119,7 +124,7 @@ class FaceDataModule(pl.LightningDataModule):
                  methods: list[str] | None = None, same_split_for_all: bool = False,
                  max_faces_per_video: int | None = None, cache_crops: bool = True, image_size: int = 256,
                  seed: int = 0, clip_length: int | None = None, clip_sampling: str = "evenly",
-                 clips_per_video: int = 1) -> None:
+                 clips_per_video: int = 1, crop_store: str = "memmap") -> None:
         super().__init__()
         # primitive copies (Hydra passes ListConfig / str paths): checkpoints must load with weights_only=True
         name = str(name)
@@ -130,6 +135,9 @@ class FaceDataModule(pl.LightningDataModule):
         clip_length = int(clip_length) if clip_length is not None else None
         clip_sampling = str(clip_sampling)
         clips_per_video = int(clips_per_video)
+        crop_store = str(crop_store)
+        if crop_store not in CROP_STORES:
+            raise ValueError(f"crop_store must be one of {CROP_STORES}, got {crop_store!r}")
         if clip_length is not None and clip_length < 1:
             raise ValueError(f"clip_length must be >= 1 or None (frames), got {clip_length}")
         if clips_per_video < 1:
@@ -156,6 +164,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.same_split_for_all = bool(same_split_for_all)
         self.max_faces_per_video = max_faces_per_video
         self.cache_crops = bool(cache_crops)
+        self.crop_store = crop_store
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.clip_length = clip_length
@@ -170,7 +179,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.val_dataset: FaceCropDataset | FaceClipDataset | None = None
         self.test_dataset: FaceCropDataset | FaceClipDataset | None = None
         self.split_indexes: dict[str, FaceIndex] = {}
-        self.cache: CropCache | None = None
+        self.cache: CropSource | None = None
         self.report: dict[str, Any] = {}
         self._is_setup = False
 
@@ -300,7 +309,7 @@ class FaceDataModule(pl.LightningDataModule):
         report["unreadable_crops"] = 0
         report["unreadable_examples"] = []
         if self.cache_crops and len(index):
-            cache = CropCache(index, image_size=self.image_size).ensure()
+            cache = make_crop_store(self.crop_store, index, image_size=self.image_size).ensure()
             if cache.errors:
                 bad = sorted(cache.errors)
                 examples = [f"{index.columns['crop_path'][r]}: {cache.errors[r]}" for r in bad[:MAX_EXAMPLES]]
@@ -313,7 +322,7 @@ class FaceDataModule(pl.LightningDataModule):
                 if self.clip_length is None:
                     index = index.select(cache.valid)
             report["image_conversions"] = cache.read_stats.to_dict()
-            report["cache"] = {"path": str(cache.path), "built_now": cache.built}
+            report["cache"] = {"path": str(cache.path), "kind": self.crop_store, "built_now": cache.built}
             self.cache = cache
         else:
             report["cache"] = None
