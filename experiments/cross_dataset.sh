@@ -1,27 +1,23 @@
 #!/usr/bin/env bash
 # Cross-dataset protocol: train MODEL on each dataset, evaluate each checkpoint on every test set, build the tables.
 #   experiments/cross_dataset.sh meso4 /data/FaceForensics++ /data/dfdc /data/Celeb-DF-v2 [extra Hydra overrides]
-# Needs a GPU for reasonable run times (trainer=gpu is set below; pass trainer=cpu to override).
+# A thin wrapper over the experiment command (experiment.py experiments/cross_dataset.yaml), which it now calls:
+# resumable (rerun the same command to continue), provenance in provenance.json, failures reported with their log.
+# Besides the experiment's table (frame and video AUC), faceforge-cross-dataset writes the matrices of every metric
+# (AUC, EER, AP, accuracy, precision, recall, F1) from the same evaluations.
+# Needs a GPU for reasonable run times (the spec sets trainer=gpu; pass trainer=cpu to override).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=$1; ffpp=$2; dfdc=$3; celebdf=$4; shift 4
+model=$1; shift
+export FFPP_ROOT=$1 DFDC_ROOT=$2 CELEBDF_ROOT=$3; shift 3
 py=${PYTHON:-.venv/bin/python}
-tag="xdata_${model}_$(date +%Y%m%d_%H%M%S)"
-declare -A roots=([ffpp]=$ffpp [dfdc]=$dfdc [celebdf]=$celebdf)
+out="experiments/tables/xdata_${model}"
+extra=(-o "model=$model")
+for o in "$@"; do extra+=(-o "$o"); done
 
-ckpts=()
-for train_on in ffpp dfdc celebdf; do
-  run="${tag}_train_${train_on}"
-  "$py" train.py model="$model" data="$train_on" data.root="${roots[$train_on]}" trainer=gpu run_name="$run" "$@"
-  ckpts+=("$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" \
-      "logs/train/runs/$run/metrics.json")")
-done
-
-for ckpt in "${ckpts[@]}"; do
-  for test_on in ffpp dfdc celebdf; do
-    "$py" evaluate.py ckpt_path="$ckpt" data="$test_on" data.root="${roots[$test_on]}" trainer=gpu \
-        run_name="${tag}/$(basename "$(dirname "$(dirname "$ckpt")")")_on_${test_on}"
-  done
-done
-
-"${py%python}faceforge-cross-dataset" "logs/eval/runs/${tag}" --out "experiments/tables/${tag}"
+status=0
+"$py" experiment.py experiments/cross_dataset.yaml --out "$out" "${extra[@]}" || status=$?
+if [ -d "$out/runs/eval/runs" ]; then
+  "${py%python}faceforge-cross-dataset" "$out/runs/eval/runs" --out "$out/all_metrics" || status=$?
+fi
+exit "$status"
