@@ -353,3 +353,56 @@ def test_cli_reports_a_crafted_checkpoint_in_one_line(tmp_path, project_root):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "CheckpointError" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "marker").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimisers and schedulers: primitive _target_ specs, built from an allowlist of torch.optim classes
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_allowlisted_optimizer_specs_load_and_build(tmp_path):
+    from faceforge.tasks.optim import configure_optimization
+
+    ckpt = _checkpoint(MESO4_SPEC, optimizer={"_target_": "torch.optim.RMSprop", "lr": 1e-4},
+                       scheduler={"_target_": "torch.optim.lr_scheduler.MultiStepLR", "milestones": [40],
+                                  "gamma": 0.1})
+    path = _save(tmp_path, ckpt)
+    torch.load(path, weights_only=True)  # primitives only
+    task = load_task(path)
+    out = task.configure_optimizers()
+    assert type(out["optimizer"]) is torch.optim.RMSprop and out["optimizer"].defaults["lr"] == 1e-4
+    assert type(out["lr_scheduler"]["scheduler"]) is torch.optim.lr_scheduler.MultiStepLR
+    # the older {name: ...} specs map to the same allowlisted classes
+    legacy = configure_optimization(task.parameters(), {"name": "rmsprop", "lr": 1e-4},
+                                    {"name": "multistep", "milestones": [40], "gamma": 0.1})
+    assert type(legacy["optimizer"]) is torch.optim.RMSprop
+    assert type(legacy["lr_scheduler"]["scheduler"]) is torch.optim.lr_scheduler.MultiStepLR
+    old = load_task(_save(tmp_path, _checkpoint(MESO4_SPEC, optimizer={"name": "adam", "lr": 1e-3}), "old.ckpt"))
+    assert type(old.configure_optimizers()) is torch.optim.Adam
+
+
+@pytest.mark.parametrize("key,spec", [
+    ("optimizer", {"_target_": "builtins.open", "file": "MARKER", "mode": "w"}),
+    ("optimizer", {"_target_": "os.system", "command": "touch MARKER"}),
+    ("scheduler", {"_target_": "torch.optim.lr_scheduler.LambdaLR", "lr_lambda": "x"}),  # a callable: not listed
+    ("optimizer", {"_target_": "torch.optim.Adam", "lr": {"_target_": "builtins.open", "file": "MARKER"}}),
+    ("optimizer", {"_target_": "torch.optim.Adam", "_partial_": True}),
+])
+def test_optimizer_targets_outside_the_allowlist_are_refused(tmp_path, key, spec):
+    marker = tmp_path / "marker"
+    spec = {k: (str(marker) if v == "MARKER" else v) for k, v in spec.items()}
+    with pytest.raises(CheckpointError, match=f"hyper_parameters.{key}|_target_|_partial_"):
+        load_task(_save(tmp_path, _checkpoint(MESO4_SPEC, **{key: spec})))
+    assert not marker.exists()
+
+
+def test_optim_builder_never_imports_a_path():
+    from faceforge.tasks.optim import OptimConfigError, build_optimizer, build_scheduler
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(OptimConfigError, match="not allowed"):
+        build_optimizer(params, {"_target_": "subprocess.Popen", "args": ["true"]})
+    opt = build_optimizer(params, {"_target_": "torch.optim.SGD", "lr": 0.1})
+    with pytest.raises(OptimConfigError, match="not allowed"):
+        build_scheduler(opt, {"_target_": "torch.optim.lr_scheduler.LambdaLR"})
+    with pytest.raises(OptimConfigError, match="rejected options"):
+        build_optimizer(params, {"_target_": "torch.optim.SGD", "learning_rate": 0.1})
