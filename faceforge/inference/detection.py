@@ -1,0 +1,466 @@
+"""P(fake) for images, videos and folders: the training pipeline's face extraction, then a detection checkpoint.
+
+:func:`load_detector` reads a faceforge detection checkpoint through the safe loader
+(:func:`faceforge.tasks.checkpointing.load_task`: ``weights_only=True``, registry-built network, nothing imported
+from the file) or the MesoNet authors' Keras ``.h5`` weights (:func:`faceforge.models.meso.from_keras_h5`, as
+``evaluate.py ckpt_path=FILE.h5`` does). :class:`Predictor` then does for every input what training's face
+extraction does (:mod:`faceforge.data.detection.extraction`): decode (PyAV for videos, evenly spaced frames),
+detect faces with MTCNN (:class:`~faceforge.data.detection.extraction.FaceDetector`), cut square crops with the
+same margin and size (:func:`~faceforge.data.detection.extraction.crop_face`), and scores each crop.
+
+Scores
+------
+* per face: ``P(fake) = sigmoid(logit)`` of the network;
+* per frame (or image): the largest P(fake) of its faces (a frame is as suspicious as its most suspicious face);
+* per video: the frame scores aggregated by the checkpoint's ``video_aggregation`` (``mean`` by default, ``max``,
+  or ``vote`` = share of frames above the threshold; :func:`faceforge.metrics.detection.aggregate_by_video`);
+* decision: ``fake`` when ``P(fake) >= threshold`` (the checkpoint's ``threshold`` hyperparameter, 0.5 for
+  imported weights), else ``real``; confidence: the probability of the decided class (``p`` for fake, ``1 - p``
+  for real), in [0.5, 1] at threshold 0.5.
+
+An input that cannot be read, or in which no face is found, gets ``status`` ``error`` / ``no_face`` with a message
+naming the file and the problem; the other inputs go on.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from faceforge.errors import FaceforgeError
+
+__all__ = ["DEFAULT_MARGIN", "DEFAULT_NUM_FRAMES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "DetectorModel",
+           "FaceScore", "InputResult", "PredictError", "Predictor", "collect_inputs", "format_table",
+           "load_detector", "results_to_csv", "results_to_json", "write_results"]
+
+#: Crop margin of training's face extraction (``conf/data/video_base.yaml``, ``builder.margin``): the square crop
+#: side is ``max(box w, h) * (1 + margin)``.
+DEFAULT_MARGIN = 0.3
+#: Frames sampled evenly from a video (``conf/data/video_base.yaml``, ``builder.num_frames``).
+DEFAULT_NUM_FRAMES = 32
+#: Crop side for checkpoints that record none (``conf/data/face_base.yaml``, ``image_size``; MesoNet's 256).
+DEFAULT_IMAGE_SIZE = 256
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+class PredictError(FaceforgeError, ValueError):
+    """An inference request that cannot be served (a checkpoint of another kind, a bad setting, no input)."""
+
+
+@dataclass
+class DetectorModel:
+    """A detection network ready for inference and the settings its crops must follow.
+
+    Attributes:
+        task: the :class:`~faceforge.tasks.detection.DetectionTask` (eval mode, CPU).
+        image_size: crop side in pixels the network takes.
+        margin: crop margin (see :data:`DEFAULT_MARGIN`).
+        threshold: decision threshold on P(fake).
+        video_aggregation: ``mean``, ``max`` or ``vote``.
+        source: ``faceforge checkpoint`` or ``MesoNet authors' Keras h5``.
+        path: the weight file.
+        architecture: the network's class name.
+    """
+
+    task: Any
+    image_size: int
+    margin: float
+    threshold: float
+    video_aggregation: str
+    source: str
+    path: str
+    architecture: str
+
+
+def _margin_from(ckpt: dict[str, Any]) -> float | None:
+    """The crop margin a checkpoint records: its data module's ``builder.margin`` (or ``margin``), if any."""
+    saved = ckpt.get("datamodule_hyper_parameters")
+    if not isinstance(saved, dict):
+        return None
+    for holder in (saved.get("builder"), saved):
+        if isinstance(holder, dict) and isinstance(holder.get("margin"), (int, float)) \
+                and not isinstance(holder.get("margin"), bool):
+            return float(holder["margin"])
+    return None
+
+
+def load_detector(path: str | Path) -> DetectorModel:
+    """Load a detection model for inference from a faceforge checkpoint or the MesoNet authors' ``.h5``.
+
+    Checkpoints are read ONLY through :func:`faceforge.tasks.checkpointing.read_checkpoint` /
+    :func:`~faceforge.tasks.checkpointing.load_task` (tensors and primitives; registry-built network).
+
+    Args:
+        path: a ``.ckpt`` written by ``train.py`` with a detection model, or ``Meso4_DF.h5`` /
+            ``MesoInception_DF.h5`` (told by the HDF5 signature).
+
+    Returns:
+        :class:`DetectorModel`; crop size from the checkpoint's ``input.image_size`` (else 256), margin from its data
+        module's ``builder.margin`` (else :data:`DEFAULT_MARGIN`), threshold and aggregation from its
+        hyperparameters (else 0.5 and ``mean``).
+
+    Raises:
+        faceforge.tasks.checkpointing.CheckpointError: the file is missing, unreadable, or cannot be rebuilt safely.
+        faceforge.models.meso.KerasWeightsError: an HDF5 file that is not a MesoNet weight file.
+        PredictError: the checkpoint holds another kind of model (e.g. a 3D reconstruction network), or a clip
+            model (ResNeXt-LSTM; per-frame scoring needs a frame model).
+    """
+    from omegaconf import OmegaConf
+
+    from faceforge.runs.evaluation import _imported_mesonet_task, checkpoint_input_needs, is_keras_h5
+    from faceforge.tasks.checkpointing import load_task, read_checkpoint
+    from faceforge.tasks.detection import DetectionTask, takes_lengths
+
+    path = Path(path)
+    if is_keras_h5(path):
+        task, _ = _imported_mesonet_task(OmegaConf.create({"video_aggregation": "mean"}), path)
+        source, size, margin = "MesoNet authors' Keras h5", DEFAULT_IMAGE_SIZE, DEFAULT_MARGIN
+    else:
+        ckpt = read_checkpoint(path)
+        needs, _ = checkpoint_input_needs(ckpt)
+        task = load_task(ckpt)
+        source = "faceforge checkpoint"
+        size = int(needs.get("image_size") or DEFAULT_IMAGE_SIZE)
+        margin = _margin_from(ckpt)
+        margin = DEFAULT_MARGIN if margin is None else margin
+    if not isinstance(task, DetectionTask):
+        raise PredictError(f"{path}: holds a {type(task).__name__} ({type(task.net).__name__}), not a deepfake "
+                           f"detection model; `faceforge reconstruct` takes 3D reconstruction checkpoints")
+    if takes_lengths(task.net):
+        raise PredictError(f"{path}: {type(task.net).__name__} is a clip model; `faceforge predict` scores single "
+                           f"frames and needs a frame model (e.g. model=meso4)")
+    task = task.to("cpu").eval()
+    return DetectorModel(task=task, image_size=size, margin=float(margin),
+                         threshold=float(task.hparams.get("threshold", 0.5)),
+                         video_aggregation=str(task.hparams.get("video_aggregation", "mean") or "mean"),
+                         source=source, path=str(path), architecture=type(task.net).__name__)
+
+
+@dataclass
+class FaceScore:
+    """One scored face.
+
+    Attributes:
+        frame: 0-based frame index in the video (0 for an image).
+        time_s: the frame's time in seconds (0.0 for an image).
+        face: rank of the face in its frame (0 = most confident detection).
+        box: ``[x1, y1, x2, y2]`` detector box, frame pixels.
+        detection_prob: MTCNN's face probability.
+        p_fake: the network's P(fake) for the crop.
+    """
+
+    frame: int
+    time_s: float
+    face: int
+    box: list[float]
+    detection_prob: float
+    p_fake: float
+
+
+@dataclass
+class InputResult:
+    """What :class:`Predictor` found for one input file.
+
+    Attributes:
+        path: the input file.
+        kind: ``image`` or ``video``.
+        status: ``ok``, ``no_face`` (no face detected anywhere) or ``error`` (unreadable / undecodable).
+        message: why, for ``no_face`` / ``error`` (names the file); empty when ok.
+        p_fake: P(fake) of the input (image: its most suspicious face; video: aggregated frames), or None.
+        decision: ``fake`` / ``real``, or None when not ok.
+        confidence: probability of the decided class, or None.
+        frames: ``[{"frame", "time_s", "p_fake"}]`` per frame with a face (videos and images alike).
+        faces: every scored face (:class:`FaceScore`).
+        frames_sampled: frames decoded and searched (1 for an image).
+    """
+
+    path: str
+    kind: str
+    status: str = "ok"
+    message: str = ""
+    p_fake: float | None = None
+    decision: str | None = None
+    confidence: float | None = None
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    faces: list[FaceScore] = field(default_factory=list)
+    frames_sampled: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (faces as dicts)."""
+        return asdict(self)
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """Expand inputs into ``(file, kind)`` pairs: files as given, folders recursively (sorted), by suffix.
+
+    A file with an unknown suffix is kept as ``unknown`` (reported as an error, not silently dropped); inside a
+    folder such files are skipped.
+
+    Raises:
+        PredictError: a path that does not exist, or no input file at all.
+    """
+    out: list[tuple[Path, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(q for q in p.rglob("*") if q.is_file()):
+                kind = _kind(f)
+                if kind != "unknown":
+                    out.append((f, kind))
+        elif p.exists():
+            out.append((p, _kind(p)))
+        else:
+            raise PredictError(f"input {p} does not exist")
+    if not out:
+        raise PredictError(f"no image or video file in {', '.join(str(i) for i in inputs)} (images: "
+                           f"{', '.join(IMAGE_SUFFIXES)}; videos: {', '.join(VIDEO_SUFFIXES)})")
+    return out
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else "unknown"
+
+
+def _decide(p: float, threshold: float) -> tuple[str, float]:
+    fake = p >= threshold
+    return ("fake" if fake else "real"), (p if fake else 1.0 - p)
+
+
+class Predictor:
+    """Scores images and videos with a :class:`DetectorModel` after training's face extraction.
+
+    Args:
+        model: from :func:`load_detector`.
+        num_frames: frames sampled evenly per video (0: every frame).
+        max_faces: faces scored per frame, most confident first.
+        batch_size: crops per forward pass.
+        detector: a :class:`~faceforge.data.detection.extraction.FaceDetector` (default: training's settings).
+        crops: the inputs are already face crops (as the MesoNet test images): no detection, a resize to the
+            network's size only (OpenCV INTER_AREA).
+
+    Raises:
+        PredictError: ``num_frames < 0``, ``max_faces < 1`` or ``batch_size < 1``.
+    """
+
+    def __init__(self, model: DetectorModel, num_frames: int = DEFAULT_NUM_FRAMES, max_faces: int = 1,
+                 batch_size: int = 32, detector: Any | None = None, crops: bool = False) -> None:
+        if num_frames < 0 or max_faces < 1 or batch_size < 1:
+            raise PredictError(f"num_frames must be >= 0, max_faces and batch_size >= 1 (got {num_frames}, "
+                               f"{max_faces}, {batch_size})")
+        self.model = model
+        self.num_frames = int(num_frames)
+        self.max_faces = int(max_faces)
+        self.batch_size = int(batch_size)
+        self.crops = bool(crops)
+        if detector is None and not crops:
+            from faceforge.data.detection.extraction import FaceDetector
+
+            detector = FaceDetector(device="cpu", keep=self.max_faces)
+        self.detector = detector
+
+    # ---------------------------------------------------------------- scoring
+    @torch.no_grad()
+    def score_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """P(fake) of (S, S, 3) uint8 RGB crops at the network's size, as a (N,) float64 array."""
+        if not crops:
+            return np.zeros(0, dtype=np.float64)
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            batch = torch.from_numpy(np.stack(crops[i:i + self.batch_size])).permute(0, 3, 1, 2).contiguous()
+            out.append(torch.sigmoid(self.model.task(batch).float()).double().numpy())
+        return np.concatenate(out)
+
+    def faces_in(self, frame: np.ndarray) -> list[tuple[np.ndarray, list[float], float]]:
+        """The face crops of one (H, W, 3) uint8 RGB frame: ``(crop, box, detection prob)`` per face."""
+        from faceforge.data.core.image_io import resize_image
+        from faceforge.data.detection.extraction import crop_face
+
+        size = self.model.image_size
+        if self.crops:
+            h, w = frame.shape[:2]
+            return [(resize_image(frame, size), [0.0, 0.0, float(w), float(h)], 1.0)]
+        found = []
+        for det in self.detector.detect([frame])[0][: self.max_faces]:
+            crop, _ = crop_face(frame, det.box, margin=self.model.margin, size=size)
+            found.append((crop, [float(v) for v in det.box], float(det.prob)))
+        return found
+
+    def _finish(self, result: InputResult, per_frame: list[tuple[int, float, list]]) -> InputResult:
+        """Score the faces of ``per_frame`` = ``[(frame index, time, faces)]`` and fill ``result``."""
+        crops = [c for _, _, faces in per_frame for c, _, _ in faces]
+        probs = self.score_crops(crops)
+        k = 0
+        for index, t, faces in per_frame:
+            scores = []
+            for rank, (_, box, det_prob) in enumerate(faces):
+                p = float(probs[k])
+                k += 1
+                scores.append(p)
+                result.faces.append(FaceScore(frame=index, time_s=round(t, 4), face=rank, box=box,
+                                              detection_prob=det_prob, p_fake=p))
+            if scores:
+                result.frames.append({"frame": index, "time_s": round(t, 4), "p_fake": max(scores)})
+        if not result.frames:
+            where = f"{result.frames_sampled} sampled frames" if result.kind == "video" else "the image"
+            result.status, result.message = "no_face", f"{result.path}: no face found in {where}"
+            return result
+        frame_p = torch.tensor([f["p_fake"] for f in result.frames], dtype=torch.float32)
+        if result.kind == "video" and len(frame_p) > 1:
+            from faceforge.metrics.detection import aggregate_by_video
+
+            zeros = torch.zeros(len(frame_p), dtype=torch.long)
+            vp, _, _ = aggregate_by_video(frame_p, zeros, zeros, how=self.model.video_aggregation,
+                                          threshold=self.model.threshold)
+            p = float(vp[0])
+        else:
+            p = float(frame_p.max())
+        result.p_fake = p
+        result.decision, result.confidence = _decide(p, self.model.threshold)
+        return result
+
+    # ---------------------------------------------------------------- inputs
+    def predict_image(self, path: str | Path, data: bytes | None = None) -> InputResult:
+        """Score one image file (or its bytes ``data``, named by ``path``); never raises for bad input."""
+        from faceforge.data.core.image_io import read_rgb_image
+
+        result = InputResult(path=str(path), kind="image", frames_sampled=1)
+        try:
+            image = read_rgb_image(path, data=data)
+        except FaceforgeError as exc:
+            result.status, result.message = "error", str(exc)
+            return result
+        return self._finish(result, [(0, 0.0, self.faces_in(image))])
+
+    def predict_video(self, path: str | Path, progress: bool | None = None) -> InputResult:
+        """Score a video's evenly sampled frames; never raises for bad input (``status`` says what went wrong).
+
+        Args:
+            path: the video file.
+            progress: show a tqdm bar over its frames (None: only on a terminal).
+        """
+        from tqdm import tqdm
+
+        from faceforge.data.detection.extraction import FrameStream, probe_video, sample_frame_indices
+
+        result = InputResult(path=str(path), kind="video")
+        try:
+            info = probe_video(path)
+            n = info.num_frames if self.num_frames == 0 else self.num_frames
+            indices = sample_frame_indices(info.num_frames, n, mode="evenly")
+            per_frame = []
+            with FrameStream(path, indices) as stream, \
+                    tqdm(total=len(indices), desc=Path(path).name, unit="frame", leave=False,
+                         disable=None if progress is None else not progress) as bar:
+                for index, frame in stream:
+                    t = index / info.fps if info.fps > 0 else 0.0
+                    per_frame.append((int(index), t, self.faces_in(frame)))
+                    bar.update(1)
+            result.frames_sampled = len(per_frame)
+            if not per_frame:
+                result.status = "error"
+                result.message = f"{path}: no frame could be decoded ({stream.reason or 'empty stream'})"
+                return result
+        except FaceforgeError as exc:
+            result.status, result.message = "error", str(exc)
+            return result
+        return self._finish(result, per_frame)
+
+    def predict(self, inputs: Sequence[str | Path], progress: bool | None = None,
+                on_result: Callable[[InputResult], None] | None = None) -> list[InputResult]:
+        """Score every image and video in ``inputs`` (files or folders); the bad ones are reported, not raised.
+
+        Args:
+            inputs: files and folders (see :func:`collect_inputs`).
+            progress: tqdm bars (None: only on a terminal; over the files when there are several).
+            on_result: called with each result as it is ready.
+
+        Raises:
+            PredictError: a path that does not exist, or no input file at all.
+        """
+        from tqdm import tqdm
+
+        files = collect_inputs(inputs)
+        results = []
+        bar_off = (len(files) < 2) if progress is None else not progress
+        for path, kind in tqdm(files, desc="inputs", unit="file", disable=bar_off or None):
+            if kind == "image":
+                r = self.predict_image(path)
+            elif kind == "video":
+                r = self.predict_video(path, progress=progress)
+            else:
+                r = InputResult(path=str(path), kind="unknown", status="error",
+                                message=f"{path}: not an image or video file (suffix {path.suffix!r}; images: "
+                                        f"{', '.join(IMAGE_SUFFIXES)}; videos: {', '.join(VIDEO_SUFFIXES)})")
+            results.append(r)
+            if on_result is not None:
+                on_result(r)
+        return results
+
+
+# -------------------------------------------------------------------- output
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def format_table(results: Iterable[InputResult]) -> str:
+    """A plain-text table: one line per input (file, kind, faces, P(fake), decision, confidence, note)."""
+    rows = [("input", "kind", "faces", "P(fake)", "decision", "confidence", "note")]
+    for r in results:
+        rows.append((r.path, r.kind, str(len(r.faces)), _fmt(r.p_fake), r.decision or r.status,
+                     _fmt(r.confidence), r.message.replace(r.path + ": ", "", 1) if r.message else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def results_to_json(results: Sequence[InputResult], model: DetectorModel | None = None) -> dict[str, Any]:
+    """The results as one JSON-able dict (``model`` settings, ``inputs`` with frames and faces)."""
+    info = None
+    if model is not None:
+        info = {"path": model.path, "source": model.source, "architecture": model.architecture,
+                "image_size": model.image_size, "margin": model.margin, "threshold": model.threshold,
+                "video_aggregation": model.video_aggregation}
+    return {"model": info, "inputs": [r.to_dict() for r in results]}
+
+
+def results_to_csv(results: Sequence[InputResult]) -> str:
+    """CSV text, one row per scored face (inputs without a face get one row with empty face columns)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["input", "kind", "status", "p_fake_input", "decision", "confidence", "frame", "time_s", "face",
+                "x1", "y1", "x2", "y2", "detection_prob", "p_fake_face", "message"])
+    for r in results:
+        head = [r.path, r.kind, r.status, _fmt(r.p_fake, 6) if r.p_fake is not None else "", r.decision or "",
+                _fmt(r.confidence, 6) if r.confidence is not None else ""]
+        if not r.faces:
+            w.writerow(head + [""] * 9 + [r.message])
+        for f in r.faces:
+            w.writerow(head + [f.frame, f.time_s, f.face, *(f"{b:.2f}" for b in f.box), f"{f.detection_prob:.6f}",
+                               f"{f.p_fake:.6f}", r.message])
+    return buf.getvalue()
+
+
+def write_results(results: Sequence[InputResult], json_path: str | Path | None = None,
+                  csv_path: str | Path | None = None, model: DetectorModel | None = None) -> list[Path]:
+    """Write the results as JSON and/or CSV, atomically; returns the written paths."""
+    from faceforge.utils.atomic import atomic_write_json, atomic_write_text
+
+    written = []
+    if json_path is not None:
+        atomic_write_json(json_path, results_to_json(results, model))
+        written.append(Path(json_path))
+    if csv_path is not None:
+        atomic_write_text(csv_path, results_to_csv(results))
+        written.append(Path(csv_path))
+    return written
