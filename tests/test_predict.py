@@ -11,8 +11,15 @@ import pytest
 from PIL import Image
 
 from faceforge.cli import main
-from faceforge.inference.detection import (DEFAULT_MARGIN, DEFAULT_NUM_FRAMES, InputResult, Predictor,
-                                           collect_inputs, format_table, load_detector)
+from faceforge.inference.detection import (
+    DEFAULT_MARGIN,
+    DEFAULT_NUM_FRAMES,
+    InputResult,
+    Predictor,
+    collect_inputs,
+    format_table,
+    load_detector,
+)
 
 pytestmark = pytest.mark.fixtures
 

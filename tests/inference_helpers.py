@@ -1,0 +1,33 @@
+"""A small trained VRN checkpoint for the inference tests (``faceforge reconstruct``, ``faceforge serve``).
+
+Trained once per test session (``python train.py model=vrn`` on a few embedded synthetic 3D faces, a few steps)
+into pytest's session temporary folder, and reused by every module that asks for it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def trained_vrn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``.ckpt`` of a briefly trained ``model=vrn`` (64 px crops, 64 depth levels); trains it on first use."""
+    root = tmp_path_factory.getbasetemp() / "inference_vrn"
+    found = sorted(root.glob("logs/**/checkpoints/*.ckpt"))
+    if found:
+        return found[-1]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled"}
+    args = ["model=vrn", f"paths.log_dir={root / 'logs'}", f"paths.data_dir={root / 'data'}", "run_name=vrn",
+            "logger=csv", "callbacks=none", "trainer.max_epochs=2", "data.builder.num_samples=48", "data.batch_size=8",
+            "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    found = sorted(root.glob("logs/**/checkpoints/*.ckpt"))
+    assert found, f"train.py wrote no checkpoint under {root}"
+    return found[-1]
