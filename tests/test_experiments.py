@@ -242,7 +242,11 @@ def test_embedded_experiment_rerun_gives_identical_tables(tmp_path: Path) -> Non
                                "--profile", "embedded", "--out", str(out), "--only", "meso4",
                                "-o", f"paths.data_dir={tmp_path / 'data'}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        if proc.returncode != 0:
+            logs = "".join(f"\n--- {p.name}\n" + p.read_text(errors="replace")[-2000:]
+                           for p in sorted((out / "logs").glob("*.log")))
+            pytest.fail(f"experiment.py exited with {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+                        f"{logs}")
     for suffix in (".md", ".csv", ".json"):
         first, second = ((o / "meso_ffpp_c23").with_suffix(suffix).read_bytes() for o in outs)
         assert first == second, suffix
