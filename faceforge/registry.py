@@ -14,8 +14,10 @@ registry name             class
 ``VRN``                   :class:`faceforge.models.vrn.VRN`
 ``VRNGuided``             :class:`faceforge.models.vrn.VRNGuided`
 ``VRNMultitask``          :class:`faceforge.models.vrn.VRNMultitask`
+``FaceGAN``               :class:`faceforge.models.facegan.FaceGAN`
 ``DetectionTask``         :class:`faceforge.tasks.detection.DetectionTask` (task)
 ``VolumeRegressionTask``  :class:`faceforge.tasks.reconstruction.VolumeRegressionTask` (task)
+``FaceGANTask``           :class:`faceforge.tasks.facegan.FaceGANTask` (task)
 ========================  ===================================================================
 
 A ``_target_`` in a spec is looked up here: either the registry name (``"VRN"``) or exactly the class's own path
@@ -112,12 +114,14 @@ MODELS: Mapping[str, RegistryEntry] = _table(
     RegistryEntry("VRN", "faceforge.models.vrn", "VRN"),
     RegistryEntry("VRNGuided", "faceforge.models.vrn", "VRNGuided"),
     RegistryEntry("VRNMultitask", "faceforge.models.vrn", "VRNMultitask"),
+    RegistryEntry("FaceGAN", "faceforge.models.facegan", "FaceGAN"),
 )
 
 #: Tasks (LightningModules) a checkpoint may name (registry name -> entry).
 TASKS: Mapping[str, RegistryEntry] = _table(
     RegistryEntry("DetectionTask", "faceforge.tasks.detection", "DetectionTask"),
     RegistryEntry("VolumeRegressionTask", "faceforge.tasks.reconstruction", "VolumeRegressionTask"),
+    RegistryEntry("FaceGANTask", "faceforge.tasks.facegan", "FaceGANTask"),
 )
 
 

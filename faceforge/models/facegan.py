@@ -43,12 +43,27 @@ def _check_sizes(size: int, levels: int, where: str) -> int:
     return size // (2 ** levels)
 
 
+def _inner_levels(levels: int, output_stride: int, where: str) -> int:
+    """Levels left below ``S / output_stride``; ``output_stride`` must be a power of 2 below ``2**levels``."""
+    if output_stride < 1 or output_stride & (output_stride - 1) or output_stride >= 2 ** levels:
+        raise ValueError(f"{where}: output_stride must be a power of 2 below 2**levels = {2 ** levels}, got "
+                         f"{output_stride}")
+    return levels - (output_stride.bit_length() - 1)
+
+
+def _upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=True)
+
+
 class ShapeEncoder(nn.Module):
     """BEGAN-style encoder: (B, in_channels, S, S) -> (B, latent_dim).
 
-    ``conv3x3 + ELU`` to ``channels``, then ``levels`` times (``conv3x3 + ELU``, stride-2 ``conv3x3 + ELU``
-    widening by ``channels``), a last ``conv3x3 + ELU``, and a fully connected layer from the flattened
-    ``(levels + 1) * channels x base x base`` map (``base = S / 2**levels``) to ``latent_dim`` (no activation).
+    ``conv3x3 + ELU`` to ``channels``, then ``levels`` times (stride-2 ``conv3x3 + ELU`` widening by ``channels``,
+    ``conv3x3 + ELU``), and a fully connected layer from the flattened ``(levels + 1) * channels x base x base``
+    map (``base = S / 2**levels``) to ``latent_dim`` (no activation). (BEGAN convolves twice before each
+    downsampling; convolving after it is our choice: it costs a third as much at the input resolution.)
 
     Args:
         in_channels: 3 for RGB images, D for volumes.
@@ -69,9 +84,9 @@ class ShapeEncoder(nn.Module):
         layers: list[nn.Module] = [_conv_elu(in_channels, channels)]
         width = channels
         for i in range(levels):
-            layers += [_conv_elu(width, width), _conv_elu(width, channels * (i + 2), stride=2)]
+            layers += [_conv_elu(width, channels * (i + 2), stride=2), _conv_elu(channels * (i + 2),
+                                                                               channels * (i + 2))]
             width = channels * (i + 2)
-        layers.append(_conv_elu(width, width))
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(width * self.base * self.base, latent_dim)
 
@@ -124,8 +139,11 @@ class ShapeDecoder(nn.Module):
 class ShapeGenerator(nn.Module):
     """The generator: a face image, or a noise vector, to volume logits.
 
-    ``image -> ShapeEncoder -> code (latent_dim) -> ShapeDecoder -> (B, D, S, S) logits``; for unconditional
-    sampling the code is a noise vector ``z ~ N(0, I)`` instead (3DFaceGAN's generation use; our choice of prior).
+    ``image -> ShapeEncoder (levels downsamplings) -> code (latent_dim) -> ShapeDecoder (to S / output_stride)
+    -> bilinear upsampling x output_stride (align_corners=True) -> (B, D, S, S) logits``; for unconditional sampling
+    the code is a noise vector ``z ~ N(0, I)`` instead (3DFaceGAN's generation use; our choice of prior). The
+    decoder works at a quarter of the resolution and upsamples bilinearly as VRN's head does (our choice: a
+    full-resolution BEGAN decoder costs about ten times more and is far too slow for a CPU run).
 
     Args:
         image_size: S, side of the (square) input image and of the output volume.
@@ -134,6 +152,7 @@ class ShapeGenerator(nn.Module):
         channels: width of encoder and decoder.
         levels: downsamplings / upsamplings.
         latent_dim: size of the code (and of the noise vector).
+        output_stride: the decoder's output is S / output_stride (a power of 2 below ``2**levels``).
 
     Shapes:
         ``forward(images (B, in_channels, S, S) float in [0, 1])`` or ``forward(z=(B, latent_dim))`` ->
@@ -144,26 +163,30 @@ class ShapeGenerator(nn.Module):
     """
 
     def __init__(self, image_size: int = 64, volume_depth: int = 64, in_channels: int = 3, channels: int = 32,
-                 levels: int = 3, latent_dim: int = 128) -> None:
+                 levels: int = 3, latent_dim: int = 128, output_stride: int = 4) -> None:
         super().__init__()
+        inner = _inner_levels(levels, output_stride, "ShapeGenerator")
         self.image_size, self.volume_depth, self.latent_dim = image_size, volume_depth, latent_dim
         self.encoder = ShapeEncoder(in_channels, image_size, channels, levels, latent_dim)
-        self.decoder = ShapeDecoder(latent_dim, volume_depth, image_size, channels, levels)
+        self.decoder = ShapeDecoder(latent_dim, volume_depth, image_size // output_stride, channels, inner)
 
     def forward(self, images: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
         """Volume logits from images (conditional) or from noise codes (unconditional); see the class."""
         if (images is None) == (z is None):
             raise ValueError("ShapeGenerator needs exactly one of images and z")
         code = self.encoder(images) if images is not None else z
-        return self.decoder(code)
+        return _upsample(self.decoder(code), self.image_size)
 
 
 class ShapeAutoencoder(nn.Module):
     """The discriminator: an autoencoder of occupancy volumes (BEGAN / 3DFaceGAN).
 
-    ``volume (B, D, S, S) in [0, 1] -> ShapeEncoder -> h (hidden_dim) -> ShapeDecoder -> sigmoid ->
-    reconstruction (B, D, S, S) in [0, 1]``. Its "score" of a shape is the reconstruction error
-    (:func:`faceforge.losses.began.autoencoder_loss`).
+    It works at ``s = S / output_stride``: :meth:`pool` averages a (B, D, S, S) volume over
+    ``output_stride x output_stride`` blocks (an occupancy fraction per block, in [0, 1]), and
+    ``forward: (B, D, s, s) -> ShapeEncoder -> h (hidden_dim) -> ShapeDecoder -> sigmoid -> (B, D, s, s)``
+    reconstructs it. Its "score" of a shape ``v`` is ``autoencoder_loss(D(pool(v)), pool(v))``
+    (:func:`faceforge.losses.began.autoencoder_loss`). Working below the full resolution is our choice (cost: the
+    supervised loss of the generator carries the detail).
 
     Args:
         volume_size: S.
@@ -171,18 +194,35 @@ class ShapeAutoencoder(nn.Module):
         channels: width.
         levels: downsamplings / upsamplings.
         hidden_dim: bottleneck size (BEGAN's h).
+        output_stride: the autoencoder works at S / output_stride (a power of 2 below ``2**levels``).
     """
 
     def __init__(self, volume_size: int = 64, volume_depth: int = 64, channels: int = 32, levels: int = 3,
-                 hidden_dim: int = 64) -> None:
+                 hidden_dim: int = 64, output_stride: int = 4) -> None:
         super().__init__()
-        self.volume_size, self.volume_depth = volume_size, volume_depth
-        self.encoder = ShapeEncoder(volume_depth, volume_size, channels, levels, hidden_dim)
-        self.decoder = ShapeDecoder(hidden_dim, volume_depth, volume_size, channels, levels)
+        inner = _inner_levels(levels, output_stride, "ShapeAutoencoder")
+        self.volume_size, self.volume_depth, self.output_stride = volume_size, volume_depth, output_stride
+        _check_sizes(volume_size, levels, "ShapeAutoencoder")
+        self.encoder = ShapeEncoder(volume_depth, volume_size // output_stride, channels, inner, hidden_dim)
+        self.decoder = ShapeDecoder(hidden_dim, volume_depth, volume_size // output_stride, channels, inner)
 
-    def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        """(B, D, S, S) float in [0, 1] -> (B, D, S, S) float reconstruction in [0, 1]."""
-        return torch.sigmoid(self.decoder(self.encoder(volume)))
+    def pool(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, D, S, S) occupancy in [0, 1] (bool accepted) -> (B, D, s, s) float block means, the input of
+        :meth:`forward`.
+
+        Raises:
+            ValueError: on another shape.
+        """
+        expected = (self.volume_depth, self.volume_size, self.volume_size)
+        if volume.ndim != 4 or tuple(volume.shape[1:]) != expected:
+            raise ValueError(f"ShapeAutoencoder expects volumes (B, {', '.join(map(str, expected))}), got "
+                             f"{tuple(volume.shape)}")
+        volume = volume.float() if not volume.is_floating_point() else volume
+        return F.avg_pool2d(volume, self.output_stride) if self.output_stride > 1 else volume
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, D, s, s) float in [0, 1] (from :meth:`pool`) -> (B, D, s, s) float reconstruction in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.encoder(pooled)))
 
 
 class FaceGAN(nn.Module):
@@ -199,6 +239,7 @@ class FaceGAN(nn.Module):
         levels: downsamplings / upsamplings of every encoder and decoder.
         latent_dim: generator code / noise size.
         hidden_dim: discriminator bottleneck.
+        output_stride: both decoders work at S / output_stride and upsample bilinearly (VRN's head does the same).
 
     Shapes:
         (B, in_channels, S, S) float in [0, 1] -> (B, D, S, S) float LOGITS.
@@ -206,12 +247,13 @@ class FaceGAN(nn.Module):
 
     def __init__(self, image_size: int = 64, volume_depth: int = 64, in_channels: int = 3,
                  generator_channels: int = 32, discriminator_channels: int = 32, levels: int = 3,
-                 latent_dim: int = 128, hidden_dim: int = 64) -> None:
+                 latent_dim: int = 128, hidden_dim: int = 64, output_stride: int = 4) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.generator = ShapeGenerator(image_size, volume_depth, in_channels, generator_channels, levels,
-                                        latent_dim)
-        self.discriminator = ShapeAutoencoder(image_size, volume_depth, discriminator_channels, levels, hidden_dim)
+                                        latent_dim, output_stride)
+        self.discriminator = ShapeAutoencoder(image_size, volume_depth, discriminator_channels, levels, hidden_dim,
+                                              output_stride)
 
     @property
     def latent_dim(self) -> int:
