@@ -127,8 +127,9 @@ def build_table(result: ExperimentRun) -> dict[str, Any]:
         stand_ins = "; ".join(f"{spec.dataset_label(k)}: `{' '.join(d.overrides)}`"
                               for k, d in result.profile.datasets.items() if k in datasets)
         profile_note = (f"Profile `{result.profile.name}`: every dataset column is a stand-in on embedded data "
-                        f"({spec.embedded_description or 'see the spec'}); the published numbers are for the real "
-                        f"datasets. Stand-ins: {stand_ins}.")
+                        f"({spec.embedded_description or 'see the spec'})"
+                        + ("; the published numbers are for the real datasets" if spec.references else "")
+                        + f". Stand-ins: {stand_ins}.")
     failures = []
     for rec in result.runs:
         if rec.status in ("failed", "missing"):
