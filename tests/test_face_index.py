@@ -190,3 +190,18 @@ def test_empty_index_round_trips(tmp_path):
     path = FaceIndex.empty(tmp_path).write()
     again = FaceIndex.read(path)
     assert len(again) == 0 and again.summary() == {"faces": 0, "videos": 0}
+
+
+def test_unique_columns_read_back_as_stored_still_compare_and_sort(tmp_path):
+    rows = [_row("v2", 1), _row("v1", 0), _row("v3", 0), _row("v0", 4)]
+    rows[0]["landmarks"] = rows[2]["landmarks"] = ""  # repeated values in a column stored without a dictionary
+    rows[1]["crop_path"], rows[3]["crop_path"] = "z/1.png", "a/0.png"  # crop paths out of order
+    again = FaceIndex.read(FaceIndex.from_records(rows, tmp_path).write())  # written unsorted
+    lm, crops = again.columns["landmarks"], again.columns["crop_path"]
+    assert not lm.canonical and not crops.canonical
+    assert (lm == "").tolist() == [True, False, True, False] and lm.nunique() == 2
+    assert crops.isin(["a/0.png", "nope"]).tolist() == [False, False, False, True]
+    assert crops.unique().tolist() == sorted(r["crop_path"] for r in rows)
+    assert again.sorted().columns["video_id"].tolist() == ["v0", "v1", "v2", "v3"]
+    assert np.array_equal(np.argsort(crops.order_keys()), np.argsort(np.asarray(crops)))
+    assert again.where(landmarks="").columns["video_id"].tolist() == ["v2", "v3"]

@@ -98,10 +98,14 @@ def find_index_file(folder: str | Path) -> Path:
 class StringColumn:
     """A 1-D column of strings held as int32 codes into a sorted vocabulary of UTF-8 byte strings.
 
-    The vocabulary is a NumPy ``S`` (fixed-width bytes) array, sorted and without duplicates, so code order is
-    string order (UTF-8 byte order equals code-point order) and sorting or grouping by a string column works on the
-    codes alone. Selecting rows (``col[mask]``, ``col[positions]``) copies only the codes and shares the vocabulary,
-    so the splits of an index cost 4 bytes per row per string column. The memory is a few plain NumPy arrays: no
+    The vocabulary is a NumPy ``S`` (fixed-width bytes) array, normally sorted and without duplicates
+    (``canonical``), so code order is string order (UTF-8 byte order equals code-point order) and comparing,
+    sorting or grouping by a string column works on the codes alone. A column whose values are (nearly) all
+    different, read from a file, is kept as it was stored instead (codes ``0..N-1``, ``canonical=False``), since
+    sorting and de-duplicating the unique ``landmarks`` texts would cost more than it gives; the methods below
+    then compare the vocabulary itself.
+    Selecting rows (``col[mask]``, ``col[positions]``) copies only the codes and shares the vocabulary, so the
+    splits of an index cost 4 bytes per row per string column. The memory is a few plain NumPy arrays: no
     Python object per row (safe to share with forked DataLoader workers).
 
     It acts as a NumPy string array where the project needs one: ``len``, ``col[i]`` (a ``numpy.str_``),
@@ -111,15 +115,17 @@ class StringColumn:
 
     Args:
         codes: integer ``(N,)`` positions into ``vocab`` (stored as int32).
-        vocab: NumPy ``S`` array of UTF-8 strings, sorted ascending and unique (not checked: use
+        vocab: NumPy ``S`` array of UTF-8 strings.
+        canonical: True if ``vocab`` is sorted ascending without duplicates (not checked: use
             :meth:`from_strings` for arbitrary input).
     """
 
-    __slots__ = ("codes", "vocab")
+    __slots__ = ("codes", "vocab", "canonical")
 
-    def __init__(self, codes: np.ndarray, vocab: np.ndarray) -> None:
+    def __init__(self, codes: np.ndarray, vocab: np.ndarray, canonical: bool = True) -> None:
         self.codes = np.asarray(codes, dtype=np.int32)
         self.vocab = np.asarray(vocab) if np.asarray(vocab).dtype.kind == "S" else np.asarray(vocab, dtype="S1")
+        self.canonical = bool(canonical)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -160,7 +166,7 @@ class StringColumn:
         if not columns:
             return StringColumn(np.zeros(0, np.int32), np.zeros(0, dtype="S1"))
         if all(c.vocab is columns[0].vocab for c in columns):
-            return StringColumn(np.concatenate([c.codes for c in columns]), columns[0].vocab)
+            return StringColumn(np.concatenate([c.codes for c in columns]), columns[0].vocab, columns[0].canonical)
         vocab = np.concatenate([c.vocab for c in columns])
         offsets = np.cumsum([0] + [len(c.vocab) for c in columns[:-1]])
         codes = np.concatenate([c.codes.astype(np.int64) + o for c, o in zip(columns, offsets)])
@@ -212,7 +218,7 @@ class StringColumn:
             return np.str_(self.vocab[self.codes[key]].decode("utf-8"))
         if isinstance(key, StringColumn):
             raise TypeError("a StringColumn cannot index another")
-        return StringColumn(self.codes[key], self.vocab)
+        return StringColumn(self.codes[key], self.vocab, self.canonical)
 
     def __iter__(self) -> Iterator[np.str_]:
         vocab = self.decoded_vocab()
@@ -226,18 +232,27 @@ class StringColumn:
         vocab = [v.decode("utf-8") for v in self.vocab.tolist()]
         return [vocab[c] for c in self.codes.tolist()]
 
-    def _code_of(self, value: str | bytes) -> int | None:
+    def _codes_of(self, value: str | bytes) -> np.ndarray:
+        """Vocabulary positions holding ``value`` (at most one when canonical)."""
         raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if raw != raw.rstrip(b"\0"):  # NumPy byte strings drop trailing NULs: such a value is never stored
+            return np.zeros(0, dtype=np.int64)
+        if not self.canonical:
+            return np.flatnonzero(self.vocab == raw)
         pos = int(np.searchsorted(self.vocab, raw))
-        if pos < len(self.vocab) and self.vocab[pos] == raw and raw == raw.rstrip(b"\0"):
-            return pos
-        return None
+        return np.array([pos] if pos < len(self.vocab) and self.vocab[pos] == raw else [], dtype=np.int64)
+
+    def order_keys(self) -> np.ndarray:
+        """Integer ``(N,)`` keys that sort (and tie) like the strings: the codes when canonical."""
+        if self.canonical:
+            return self.codes
+        return np.unique(self.vocab, return_inverse=True)[1].reshape(-1)[self.codes]
 
     def __eq__(self, other: Any) -> Any:  # type: ignore[override]
         if isinstance(other, (str, bytes)):
-            code = self._code_of(other)
-            return np.zeros(len(self), dtype=bool) if code is None else self.codes == code
-        if isinstance(other, StringColumn) and other.vocab is self.vocab:
+            hits = self._codes_of(other)
+            return self.codes == hits[0] if len(hits) == 1 else np.isin(self.codes, hits)
+        if isinstance(other, StringColumn) and other.vocab is self.vocab and self.canonical:  # compare codes
             return self.codes == other.codes
         return np.asarray(self) == (np.asarray(other) if isinstance(other, StringColumn) else other)
 
@@ -248,23 +263,27 @@ class StringColumn:
 
     def isin(self, values: Iterable[str]) -> np.ndarray:
         """Bool ``(N,)``: rows whose value is one of ``values`` (like ``np.isin``, without decoding)."""
-        codes = [c for c in (self._code_of(v) for v in values) if c is not None]
-        return np.isin(self.codes, np.array(codes, dtype=np.int32))
+        hits = [self._codes_of(v) for v in values]
+        return np.isin(self.codes, np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64))
 
     def unique(self) -> np.ndarray:
         """Distinct values present, sorted, as a NumPy unicode array."""
-        return _decode_utf8(self.vocab[np.unique(self.codes)]) if len(self.codes) else np.zeros(0, dtype="<U1")
+        if not len(self.codes):
+            return np.zeros(0, dtype="<U1")
+        values = _decode_utf8(self.vocab[np.unique(self.codes)])
+        return values if self.canonical else np.unique(values)
 
     def nunique(self) -> int:
         """Number of distinct values present."""
-        return int(len(np.unique(self.codes)))
+        used = np.unique(self.codes)
+        return int(len(used) if self.canonical else len(np.unique(self.vocab[used])))
 
     def __repr__(self) -> str:
         head = ", ".join(repr(v) for v in self[:3].tolist())
         return f"StringColumn([{head}{', ...' if len(self) > 3 else ''}], rows={len(self)}, vocab={len(self.vocab)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (StringColumn, (self.codes, self.vocab))
+        return (StringColumn, (self.codes, self.vocab, self.canonical))
 
 
 def _encode_utf8(arr: np.ndarray) -> np.ndarray:
@@ -460,7 +479,7 @@ class FaceIndex:
     def sorted(self) -> "FaceIndex":
         """Rows sorted by (video_id, frame_index, face_rank): the canonical on-disk order (stable for ties)."""
         order = np.lexsort((self.columns["face_rank"], self.columns["frame_index"],
-                            self.columns["video_id"].codes))  # codes follow string order (sorted vocabulary)
+                            self.columns["video_id"].order_keys()))
         return self.select(order)
 
     @staticmethod
@@ -542,20 +561,26 @@ def _read_parquet_columns(path: Path) -> dict[str, Any]:
              if schema.field(c).type != expected[c]]
     if wrong:
         raise FaceIndexError(f"face index {path} has columns of the wrong type: {'; '.join(wrong)}")
+    out: dict[str, Any] = {}
+    pool = pa.default_memory_pool()
     try:
-        table = pq.read_table(path, read_dictionary=list(STRING_COLUMNS))
+        pf = pq.ParquetFile(path, read_dictionary=list(DICTIONARY_COLUMNS))
+        for c in COLUMN_NAMES:  # one column at a time: Arrow's copy of a column is freed before the next is read
+            dictionary = c in DICTIONARY_COLUMNS
+            chunked = pf.read(columns=[c]).column(0)
+            if chunked.null_count:
+                raise FaceIndexError(f"face index {path}: column {c!r} has {chunked.null_count} empty (null) values")
+            if _DTYPES[c] is not str:
+                out[c] = chunked.to_numpy().astype(_DTYPES[c])
+            elif dictionary:
+                out[c] = _dictionary_to_column(chunked)
+            else:
+                out[c] = _plain_to_column(chunked)
+            del chunked
+            pool.release_unused()  # hand the column's decode buffers back to the OS now (peak ~ one column)
     except (OSError, pa.ArrowException) as exc:
         raise FaceIndexError(f"face index {path} cannot be read ({exc}); delete it and prepare the folder again") \
             from exc
-    out: dict[str, Any] = {}
-    for c in COLUMN_NAMES:
-        chunked = table.column(c)
-        if chunked.null_count:
-            raise FaceIndexError(f"face index {path}: column {c!r} has {chunked.null_count} empty (null) values")
-        if _DTYPES[c] is str:
-            out[c] = _dictionary_to_column(chunked)
-        else:
-            out[c] = chunked.to_numpy().astype(_DTYPES[c], copy=False)
     bad = np.flatnonzero((out["label"] != 0) & (out["label"] != 1))
     if len(bad):
         raise FaceIndexError(f"{path}: row {int(bad[0])} has label {int(out['label'][bad[0]])}; labels must be 0 "
@@ -564,16 +589,29 @@ def _read_parquet_columns(path: Path) -> dict[str, Any]:
 
 
 def _dictionary_to_column(chunked: Any) -> StringColumn:
-    """A pyarrow chunked dictionary<int32, string> array -> :class:`StringColumn` (vocabularies merged and sorted)."""
+    """A pyarrow chunked dictionary<int32, string> array (a repeated column) -> canonical :class:`StringColumn`."""
+    if chunked.num_chunks == 0:
+        return StringColumn(np.zeros(0, np.int32), np.zeros(0, dtype="S1"))
     vocabs, codes, offset = [], [], 0
     for chunk in chunked.chunks:
         vocabs.append(_arrow_strings_to_bytes(chunk.dictionary))
         codes.append(chunk.indices.to_numpy(zero_copy_only=False).astype(np.int64) + offset)
         offset += len(chunk.dictionary)
-    if not vocabs:
-        return StringColumn(np.zeros(0, np.int32), np.zeros(0, dtype="S1"))
     vocab = np.concatenate(vocabs) if len(vocabs) > 1 else vocabs[0]
-    return StringColumn._sorted_unique(vocab, np.concatenate(codes) if len(codes) > 1 else codes[0])
+    all_codes = np.concatenate(codes) if len(codes) > 1 else codes[0]
+    if len(vocabs) == 1 and (len(vocab) < 2 or (vocab[1:] > vocab[:-1]).all()):
+        return StringColumn(all_codes, vocab)
+    return StringColumn._sorted_unique(vocab, all_codes)  # small: one entry per distinct value
+
+
+def _plain_to_column(chunked: Any) -> StringColumn:
+    """A pyarrow chunked string array of (nearly) all-different values -> :class:`StringColumn` with codes
+    ``0..N-1``: canonical when the values are already strictly increasing (``crop_path`` of a sorted index)."""
+    arr = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+    vocab = _arrow_strings_to_bytes(arr) if len(arr) else np.zeros(0, dtype="S1")
+    del arr
+    canonical = bool(len(vocab) < 2 or (vocab[1:] > vocab[:-1]).all())
+    return StringColumn(np.arange(len(vocab), dtype=np.int32), vocab, canonical=canonical)
 
 
 def _arrow_strings_to_bytes(arr: Any) -> np.ndarray:
@@ -584,7 +622,15 @@ def _arrow_strings_to_bytes(arr: Any) -> np.ndarray:
     n = len(arr)
     if n == 0:
         return np.zeros(0, dtype="S1")
+    import pyarrow.compute as pc
+
     offset_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    width = max(1, int(pc.max(pc.binary_length(arr)).as_py() or 0))
+    padded = pc.utf8_rpad(arr, width=width, padding="\0")  # pads code points: bytes == width for ASCII only
+    _, off_buf, data_buf = padded.buffers()
+    offsets = np.frombuffer(off_buf, dtype=offset_type)[padded.offset:padded.offset + n + 1]
+    if data_buf is not None and (np.diff(offsets) == width).all():
+        return np.frombuffer(data_buf, dtype=np.uint8)[offsets[0]:offsets[-1]].view(f"S{width}").copy()
     _, off_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(off_buf, dtype=offset_type)[arr.offset:arr.offset + n + 1].astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
