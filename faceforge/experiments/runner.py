@@ -105,6 +105,7 @@ class EvalRecord:
     log: str | None = None
     metrics: dict[str, Any] | None = None
     weights_sha256: str | None = None
+    config: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
     message: str = ""
 
@@ -307,6 +308,7 @@ def _evaluate(ev: EvalRecord, rec: RunRecord, run_dir: Path, out_dir: Path, root
         ev.status = "ok"
     ev.metrics = results.get("metrics")
     ev.weights_sha256 = (results.get("checkpoint") or {}).get("sha256")
+    ev.config = results.get("config")
     ev.dataset = dataset_version((results.get("data") or {}).get("data_dir"))
     ev.dataset["name"] = (results.get("data") or {}).get("name")
 

@@ -161,9 +161,9 @@ class ExperimentSpec:
     embedded_description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def dataset_label(self, key: str, profile: str = "real") -> str:
-        """The label of dataset ``key`` (the real dataset's label in every profile: tables name what it stands
-        for)."""
+    def dataset_label(self, key: str) -> str:
+        """The label of dataset ``key``: the real dataset's, in every profile (a table names what a stand-in
+        stands for)."""
         return self.profiles["real"].datasets[key].label
 
     def resolve_weights_dir(self, override: str | Path | None = None, root: str | Path = ".") -> Path | None:

@@ -233,7 +233,8 @@ def write_provenance(result: ExperimentRun, started_utc: str, root: str | Path,
                  for r in result.runs],
         "evaluations": [{"entry": e.entry, "tested_on": e.tested_on, "status": e.status, "seed": spec.seed,
                          "overrides": e.overrides, "run_dir": e.run_dir, "log": e.log,
-                         "weights_sha256": e.weights_sha256, "dataset": e.dataset, "message": e.message}
+                         "weights_sha256": e.weights_sha256, "dataset": e.dataset, "resolved_config": e.config,
+                         "message": e.message}
                         for e in result.evaluations],
     }
     path = result.out_dir / "provenance.json"
