@@ -1,0 +1,1 @@
+"""The ``faceforge serve`` web demo (:mod:`faceforge.serve.app`)."""
