@@ -82,6 +82,8 @@ function showMesh(url) {
   new GLTFLoader().load(url, (gltf) => {
     if (v.model) v.scene.remove(v.model);
     v.model = gltf.scene;
+    // a photo texture, not metal: glTF's default metalness (1) would draw it almost black
+    v.model.traverse((o) => { if (o.isMesh) { o.material.metalness = 0; o.material.roughness = 1; } });
     v.scene.add(v.model);
     const sphere = new THREE.Box3().setFromObject(v.model).getBoundingSphere(new THREE.Sphere());
     v.controls.target.copy(sphere.center);
