@@ -21,7 +21,7 @@ from faceforge.data.detection.clips import (
     clip_positions,
 )
 from faceforge.data.detection.datamodule import FaceDataModule
-from faceforge.data.detection.face_index import COLUMN_NAMES, FaceIndex
+from faceforge.data.detection.face_index import COLUMN_NAMES, FaceIndex, StringColumn
 from faceforge.data.detection.frames import TransformOutputError
 from faceforge.data.detection.synthetic import build_synthetic_detection
 
@@ -274,7 +274,7 @@ def test_per_video_frames_are_numpy_csr_without_python_objects(tmp_path: Path) -
     ds = FaceClipDataset(index, vl, ml, clip_length=3)
     gc.collect()
     assert len(gc.get_objects()) - before < 500  # no Python object per video or per frame
-    allowed = (ClipLoadStats, ImageReadStats, str, int, float, bool, type(None))
+    allowed = (ClipLoadStats, ImageReadStats, StringColumn, str, int, float, bool, type(None))  # StringColumn: arrays
     for name, value in vars(ds).items():
         if isinstance(value, np.ndarray):
             assert value.dtype != object, name

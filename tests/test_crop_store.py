@@ -16,7 +16,7 @@ from faceforge.data.core.image_io import read_rgb_image, resize_image
 from faceforge.data.detection.crop_cache import CropCache, CropCacheError
 from faceforge.data.detection.crop_store import EncodedCropStore, make_crop_store
 from faceforge.data.detection.datamodule import FaceDataModule
-from faceforge.data.detection.face_index import FaceIndex
+from faceforge.data.detection.face_index import FaceIndex, StringColumn
 from faceforge.data.detection.synthetic import build_synthetic_detection
 from faceforge.errors import FaceforgeError
 
@@ -59,7 +59,12 @@ def test_a_stored_crop_equals_the_decoded_source_file(synth: Path) -> None:
     # picklable without its memory maps; rows_for maps a subset to store rows
     clone = pickle.loads(pickle.dumps(store))
     np.testing.assert_array_equal(clone.get(5), store.get(5))
-    np.testing.assert_array_equal(store.rows_for(index.select(np.array([6, 1]))), [6, 1])
+    np.testing.assert_array_equal(store.rows_for(index.select(np.array([6, 1]))), [6, 1])  # same vocabulary: codes
+    np.testing.assert_array_equal(store.rows_for(FaceIndex.read(synth).select(np.array([6, 1]))), [6, 1])  # strings
+    other = index.select([0, 1])
+    other.columns["crop_path"] = StringColumn.from_strings(["crops/nope.png", "x.png"])
+    with pytest.raises(CropCacheError, match="2 crops are not in the crop store"):
+        store.rows_for(other)
 
 
 def test_build_is_deterministic_and_resumes_after_a_kill(synth: Path, tmp_path: Path) -> None:

@@ -240,7 +240,7 @@ class FaceClipDataset(Dataset):
         self.frame_index = np.asarray(cols["frame_index"][self.frame_rows], dtype=np.int64)
         self.readable = readable[keep_rows]
         self.cache_rows = all_cache_rows[self.frame_rows] if all_cache_rows is not None else None
-        self.crop_paths = np.asarray(cols["crop_path"])[self.frame_rows] if cache is None else None
+        self.crop_paths = cols["crop_path"][self.frame_rows] if cache is None else None  # compact StringColumn
         kept_counts = counts[keep_video]
         self.offsets = np.r_[0, np.cumsum(kept_counts)].astype(np.int64)
         heads = self.frame_rows[self.offsets[:-1]]

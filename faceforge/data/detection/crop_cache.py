@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.data.core.image_io import INTERPOLATIONS, ImageReadError, ImageReadStats, read_rgb_image, resize_image
-from faceforge.data.detection.face_index import FaceIndex
+from faceforge.data.detection.face_index import FaceIndex, StringColumn
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_path, atomic_write_json
 
@@ -61,7 +61,7 @@ class CropCacheError(FaceforgeError, RuntimeError):
     """The crop cache cannot be built or read (no disk space, a crop not in the cache, a corrupt cache file)."""
 
 
-def crop_file_stats(root: Path, crop_paths: np.ndarray) -> np.ndarray:
+def crop_file_stats(root: Path, crop_paths: StringColumn | np.ndarray) -> np.ndarray:
     """``(N, 2)`` int64 ``(size in bytes, modification time in ns)`` of each crop file, ``(-1, -1)`` if missing."""
     stat = np.zeros((len(crop_paths), 2), dtype=np.int64)
     for i, rel in enumerate(crop_paths.tolist()):
@@ -102,7 +102,8 @@ class CropSource:
     Attributes:
         root: folder the index's ``crop_path`` values are relative to.
         image_size: side ``S`` of the served crops, pixels.
-        crop_paths: ``(N,)`` crop paths (the index's ``crop_path`` column, in row order).
+        crop_paths: ``(N,)`` crop paths (the index's ``crop_path`` column, in row order: a
+            :class:`~faceforge.data.detection.face_index.StringColumn`).
         errors: ``{row: reason}`` of crops that could not be read (filled by :meth:`ensure`).
         read_stats: image conversions met while decoding.
         built: True if :meth:`ensure` built the files, False if it found them.
@@ -110,7 +111,7 @@ class CropSource:
     """
 
     image_size: int
-    crop_paths: np.ndarray
+    crop_paths: StringColumn
     errors: dict[int, str]
     read_stats: ImageReadStats
     built: bool
@@ -161,10 +162,19 @@ class CropSource:
         Raises:
             CropCacheError: if some crop of ``index`` is not in the store (the message names the first few).
         """
+        wanted_col = index.columns["crop_path"]
+        if isinstance(wanted_col, StringColumn) and isinstance(self.crop_paths, StringColumn) \
+                and wanted_col.vocab is self.crop_paths.vocab:
+            # rows of the index this store was built from (the usual case: its splits): map codes, no strings
+            pos = np.full(len(self.crop_paths.vocab), -1, dtype=np.int64)
+            pos[self.crop_paths.codes] = np.arange(len(self.crop_paths))
+            rows = pos[wanted_col.codes]
+            if (rows >= 0).all():
+                return rows
         if self._sorter is None:
-            self._sorter = np.argsort(self.crop_paths, kind="stable")
-        sorted_paths = self.crop_paths[self._sorter]
-        wanted = np.asarray(index.columns["crop_path"])
+            self._sorter = np.argsort(np.asarray(self.crop_paths), kind="stable")
+        sorted_paths = np.asarray(self.crop_paths)[self._sorter]
+        wanted = np.asarray(wanted_col)
         if len(sorted_paths) == 0:
             if len(wanted):
                 raise CropCacheError(f"crop store {self.path} is empty but {len(wanted)} crops were asked for")
@@ -215,7 +225,7 @@ class CropCache(CropSource):
         self.interpolation = interpolation
         self.num_threads = int(num_threads or min(8, os.cpu_count() or 1))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / CACHE_DIRNAME
-        self.crop_paths = np.asarray(index.columns["crop_path"])
+        self.crop_paths = index.columns["crop_path"]  # a StringColumn: compact, shared with the index
         self.key = self._compute_key()
         stem = f"crops_{self.image_size}px_{self.key}"
         self.path = self.cache_dir / f"{stem}.npy"

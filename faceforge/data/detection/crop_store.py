@@ -108,7 +108,7 @@ class EncodedCropStore(CropSource):
         self.num_threads = int(num_threads or min(8, os.cpu_count() or 1))
         self.shard_bytes = int(shard_bytes)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / CACHE_DIRNAME
-        self.crop_paths = np.asarray(index.columns["crop_path"])
+        self.crop_paths = index.columns["crop_path"]  # a StringColumn: compact, shared with the index
         self._file_stats = crop_file_stats(self.root, self.crop_paths)
         self.key = self._compute_key()
         self.path = self.cache_dir / f"crops_encoded_{self.key}"

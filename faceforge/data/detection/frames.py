@@ -132,7 +132,7 @@ class FaceCropDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.root = str(index.root)
-        self.crop_paths = np.asarray(index.columns["crop_path"])
+        self.crop_paths = index.columns["crop_path"]  # compact StringColumn (no NumPy unicode copy per dataset)
         self.labels = np.asarray(index.columns["label"], dtype=np.int64)
         self.video_idx = lookup_indices(np.asarray(index.columns["video_id"]), video_lookup, "video_id")
         self.method_idx = lookup_indices(np.asarray(index.columns["method"]), method_lookup, "method")
