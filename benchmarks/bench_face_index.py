@@ -16,8 +16,8 @@ Three loads are compared:
 
 (a) ``csv (before)``: the reader this project used before the Parquet index: Python's ``csv`` module, columns
     converted to NumPy arrays, strings as NumPy unicode (4 bytes per character);
-(b) ``csv (legacy read)``: ``FaceIndex.read`` of the same CSV file today (old folders still load; strings end up
-    compact, but parsing is as slow as before);
+(b) ``csv (legacy read)``: ``FaceIndex.read`` of the same CSV file today (old folders still load: pyarrow's CSV
+    parser, compact string columns; a file it refuses is read again row by row to name the problem);
 (c) ``parquet``: ``FaceIndex.read`` of ``face_index.parquet``.
 """
 from __future__ import annotations

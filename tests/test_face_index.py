@@ -205,3 +205,23 @@ def test_unique_columns_read_back_as_stored_still_compare_and_sort(tmp_path):
     assert again.sorted().columns["video_id"].tolist() == ["v0", "v1", "v2", "v3"]
     assert np.array_equal(np.argsort(crops.order_keys()), np.argsort(np.asarray(crops)))
     assert again.where(landmarks="").columns["video_id"].tolist() == ["v2", "v3"]
+
+
+def test_legacy_csv_fast_parse_equals_the_checked_row_by_row_read(tmp_path):
+    from faceforge.data.detection import face_index as fi
+
+    rows = [_row("dfdc/b", 2), _row("dfdc/a", 1, label=0, split="test"), _row("dfdc/a", 0, label=0, split="test")]
+    rows[0]["video_path"] = 'odd, "quoted" name.mp4'
+    rows[1]["landmarks"] = ""
+    path = FaceIndex.from_records(rows, tmp_path).write_csv(tmp_path / LEGACY_INDEX_FILENAME)
+    fast = fi._read_csv_columns_arrow(path)
+    assert fast is not None
+    checked = fi._read_csv_columns_checked(path)
+    for c in COLUMN_NAMES:
+        np.testing.assert_array_equal(np.asarray(fast[c]), np.asarray(checked[c]), err_msg=c)
+    assert fast["video_path"][0] == 'odd, "quoted" name.mp4' and fast["landmarks"][1] == ""
+    # a file the fast parser refuses is read row by row, which names the problem
+    path.write_text(path.read_text().replace(",300,", ",3e2x,", 1))
+    assert fi._read_csv_columns_arrow(path) is None
+    with pytest.raises(FaceIndexError, match="num_frames.*3e2x"):
+        FaceIndex.read(path)

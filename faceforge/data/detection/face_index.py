@@ -525,7 +525,49 @@ def format_landmarks(points: np.ndarray | None) -> str:
 
 
 def _read_csv_columns(path: Path) -> dict[str, Any]:
-    """The columns of a legacy ``face_index.csv`` (Python's csv module, row by row: slow on large indexes)."""
+    """The columns of a legacy ``face_index.csv``: parsed by pyarrow's CSV reader when the file is well formed;
+    anything it or a type conversion refuses is read again row by row (Python's csv module), which names the
+    line and the column of the problem."""
+    fast = _read_csv_columns_arrow(path)
+    return fast if fast is not None else _read_csv_columns_checked(path)
+
+
+def _read_csv_columns_arrow(path: Path) -> dict[str, Any] | None:
+    """Columns of a well-formed legacy CSV index via ``pyarrow.csv`` (no Python object per value), or None when
+    the file does not parse cleanly (the caller then reports the exact problem)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    try:
+        with path.open("r", encoding="utf-8", newline="") as fh:
+            if next(csv.reader([fh.readline()]), None) != list(COLUMN_NAMES):
+                return None
+        table = pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=True),
+                              convert_options=pcsv.ConvertOptions(
+                                  column_types={c: pa.string() for c in COLUMN_NAMES},
+                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
+        if tuple(table.column_names) != COLUMN_NAMES:
+            return None
+        out: dict[str, Any] = {}
+        for c in COLUMN_NAMES:
+            col = table.column(c)
+            if _DTYPES[c] is str:
+                out[c] = _dictionary_to_column(pa.chunked_array([pc.dictionary_encode(col.combine_chunks())])) \
+                    if c in DICTIONARY_COLUMNS else _plain_to_column(col)
+            elif _DTYPES[c] is np.float32:
+                out[c] = col.cast(pa.float64()).to_numpy().astype(np.float32)
+            else:
+                out[c] = col.cast(pa.int64()).to_numpy().astype(np.int64)
+    except (OSError, UnicodeDecodeError, pa.ArrowException):
+        return None
+    if ((out["label"] != 0) & (out["label"] != 1)).any():
+        return None
+    return out
+
+
+def _read_csv_columns_checked(path: Path) -> dict[str, Any]:
+    """The columns of a legacy CSV index read row by row, raising :class:`FaceIndexError` at the first problem."""
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         try:
