@@ -40,7 +40,8 @@ from faceforge.tasks.reconstruction import ReconstructionTaskError
 SIZE = 32
 DEPTH = 32
 NET_SPEC = {"_target_": "faceforge.models.facegan.FaceGAN", "image_size": SIZE, "volume_depth": DEPTH,
-            "generator_channels": 8, "discriminator_channels": 8, "levels": 2, "latent_dim": 16, "hidden_dim": 8,
+            "generator_features": 16, "generator_stacks": 1, "generator_depth": 1, "generator_stem_channels": [8, 16],
+            "noise_channels": 8, "discriminator_channels": 8, "levels": 2, "latent_dim": 16, "hidden_dim": 8,
             "output_stride": 2}
 
 
@@ -123,8 +124,18 @@ def test_networks_shapes_and_noise_sampling() -> None:
     a, b = task.sample(3, seed=7), task.sample(3, seed=7)
     assert a.shape == (3, DEPTH, SIZE, SIZE) and torch.equal(a, b)  # unconditional samples, reproducible
     assert not torch.equal(a, task.sample(3, seed=8))
+    # the conditional generator is the VRN trunk (skip connections at every resolution), reused as it is
+    from faceforge.models.vrn import VRN
+
+    assert isinstance(net.generator.trunk, VRN)
+    with pytest.raises(ValueError, match=r"expects images \(B, 3, 32, 32\)"):
+        net(torch.rand(1, 3, 24, 24))
+    with pytest.raises(ValueError, match="exactly one of images and z"):
+        net.generator()
     with pytest.raises(ValueError, match="size 30 must be a multiple"):
         FaceGAN(image_size=30, levels=2, output_stride=2)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        FaceGAN(image_size=36, levels=2, output_stride=2)
     with pytest.raises(ValueError, match="output_stride must be a power of 2"):
         FaceGAN(image_size=32, levels=2, output_stride=3)
 
@@ -234,7 +245,12 @@ def test_model_builds_from_its_config(project_root: Path) -> None:
     task = build_task(cfg.model)  # as train.py builds it
     assert isinstance(task, FaceGANTask)
     hp = task.hparams
-    assert hp.optimizer["_target_"] == "torch.optim.Adam" and list(hp.optimizer["betas"]) == [0.5, 0.999]
+    # the generator: the VRN configs' RMSprop lr 1e-3; the discriminator: BEGAN's Adam lr 1e-4, beta1 0.5
+    assert hp.optimizer["_target_"] == "torch.optim.RMSprop" and hp.optimizer["lr"] == 1e-3
+    spec_d = hp.discriminator_optimizer
+    assert spec_d["_target_"] == "torch.optim.Adam" and spec_d["lr"] == 1e-4 and list(spec_d["betas"]) == [0.5, 0.999]
+    opt_g, opt_d = task.configure_optimizers()
+    assert isinstance(opt_g, torch.optim.RMSprop) and isinstance(opt_d, torch.optim.Adam)
     assert (hp.gamma, hp.lambda_k, hp.k_init) == (0.5, 1e-3, 0.0)
 
 

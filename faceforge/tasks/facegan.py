@@ -2,8 +2,10 @@
 BEGAN's equilibrium (Moschoglou et al., IJCV 2020, arXiv 1905.00307; Berthelot et al. 2017, arXiv 1703.10717).
 
 The network is a :class:`faceforge.models.facegan.FaceGAN` (``generator`` + ``discriminator``, plain
-``nn.Module`` s). The task trains the two players with MANUAL optimisation, one Adam each (lr 1e-4, betas
-(0.5, 0.999) by default, BEGAN's common setting), per training batch:
+``nn.Module`` s). The task trains the two players with MANUAL optimisation, one optimiser each -- by default the
+discriminator's is BEGAN's (Adam, lr 1e-4, betas (0.5, 0.999)) and the generator's the VRN networks' setting on
+this data (RMSprop, lr 1e-3; our choice: the generator is a VRN trunk with a supervised loss, and at BEGAN's lr
+it learns far too slowly for a CPU run) -- per training batch:
 
 1. the generator maps the batch's images to volume logits ``G(x)``; it also decodes ``noise_samples`` noise codes
    ``z ~ N(0, I)`` (drawn from torch's global generator, which
@@ -45,12 +47,14 @@ from faceforge.tasks.detection import images_to_float
 from faceforge.tasks.optim import build_optimizer
 from faceforge.tasks.reconstruction import ReconstructionOutput, ReconstructionTaskError, VolumeRegressionTask
 
-__all__ = ["DEFAULT_GAN_OPTIMIZER", "FaceGANTask"]
+__all__ = ["DEFAULT_GAN_OPTIMIZER", "DEFAULT_GENERATOR_OPTIMIZER", "FaceGANTask"]
 
 log = logging.getLogger(__name__)
 
-#: BEGAN's optimiser: Adam, lr 1e-4, beta1 0.5.
+#: BEGAN's optimiser: Adam, lr 1e-4, beta1 0.5 (the discriminator's default).
 DEFAULT_GAN_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.Adam", "lr": 1.0e-4, "betas": [0.5, 0.999]}
+#: The generator's default: the VRN configs' optimiser on the embedded data (RMSprop, lr 1e-3; our choice).
+DEFAULT_GENERATOR_OPTIMIZER: Mapping[str, Any] = {"_target_": "torch.optim.RMSprop", "lr": 1.0e-3}
 
 
 class FaceGANTask(VolumeRegressionTask):
@@ -68,8 +72,9 @@ class FaceGANTask(VolumeRegressionTask):
             discriminator, adversarial loss for the generator), so that the decoder learns unconditional
             generation; 0 trains the conditional generator only.
         optimizer: primitive spec of the generator's optimiser (:func:`faceforge.tasks.optim.build_optimizer`;
-            default Adam lr 1e-4, betas (0.5, 0.999): BEGAN's setting).
-        discriminator_optimizer: the discriminator's (None: the same spec as ``optimizer``).
+            None or default: :data:`DEFAULT_GENERATOR_OPTIMIZER`, RMSprop lr 1e-3).
+        discriminator_optimizer: the discriminator's (None: :data:`DEFAULT_GAN_OPTIMIZER`, BEGAN's Adam lr 1e-4,
+            betas (0.5, 0.999)).
         iou_threshold, num_val_meshes, mesh_format, loss_reduction, monitor, monitor_mode, net_spec, input: as
             :class:`~faceforge.tasks.reconstruction.VolumeRegressionTask` (``loss_reduction`` is the supervised
             BCE's).
@@ -83,7 +88,7 @@ class FaceGANTask(VolumeRegressionTask):
 
     def __init__(self, net: nn.Module, variant: str = "facegan", reconstruction_weight: float = 1.0,
                  adversarial_weight: float = 1.0, gamma: float = 0.5, lambda_k: float = 1e-3, k_init: float = 0.0,
-                 noise_samples: int = 4, optimizer: Mapping[str, Any] | None = DEFAULT_GAN_OPTIMIZER,
+                 noise_samples: int = 4, optimizer: Mapping[str, Any] | None = DEFAULT_GENERATOR_OPTIMIZER,
                  discriminator_optimizer: Mapping[str, Any] | None = None, iou_threshold: float = 0.5,
                  num_val_meshes: int = 2, mesh_format: str = "glb", loss_reduction: str = "mean",
                  monitor: str = "val/iou", monitor_mode: str = "max", num_noise_meshes: int = 2,
@@ -97,7 +102,7 @@ class FaceGANTask(VolumeRegressionTask):
         if reconstruction_weight < 0 or adversarial_weight < 0:
             raise ReconstructionTaskError(f"FaceGANTask: weights must be >= 0, got reconstruction_weight="
                                           f"{reconstruction_weight}, adversarial_weight={adversarial_weight}")
-        optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_GAN_OPTIMIZER)
+        optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_GENERATOR_OPTIMIZER)
         discriminator_optimizer = dict(discriminator_optimizer) if discriminator_optimizer is not None else None
         super().__init__(net=net, variant="vrn", optimizer=optimizer, scheduler=None, iou_threshold=iou_threshold,
                          num_val_meshes=num_val_meshes, mesh_format=mesh_format, loss_reduction=loss_reduction,
@@ -187,9 +192,10 @@ class FaceGANTask(VolumeRegressionTask):
         return loss_g.detach()
 
     def configure_optimizers(self) -> Any:
-        """Two optimisers, generator first: built from ``optimizer`` and ``discriminator_optimizer``."""
+        """Two optimisers, generator first: built from ``optimizer`` and ``discriminator_optimizer`` (None: BEGAN's
+        Adam)."""
         spec_g = self.hparams.optimizer
-        spec_d = self.hparams.discriminator_optimizer or spec_g
+        spec_d = self.hparams.discriminator_optimizer or dict(DEFAULT_GAN_OPTIMIZER)
         return [build_optimizer(self.net.generator.parameters(), spec_g),
                 build_optimizer(self.net.discriminator.parameters(), spec_d)]
 
