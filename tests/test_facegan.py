@@ -255,7 +255,9 @@ def test_model_builds_from_its_config(project_root: Path) -> None:
 
 
 def test_checkpoint_round_trip_through_the_safe_loader(datamodule: VolumeDataModule, tmp_path: Path) -> None:
-    task = make_task(num_val_meshes=1, num_noise_meshes=1, mesh_format="obj")
+    # both players' optimiser specs carry a _target_ (from the allowlist): the safe loader accepts them
+    task = make_task(num_val_meshes=1, num_noise_meshes=1, mesh_format="obj",
+                     discriminator_optimizer={"_target_": "torch.optim.Adam", "lr": 1e-4, "betas": [0.5, 0.999]})
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/iou", mode="max")
     fit = trainer(tmp_path, [ckpt], max_epochs=2)
     fit.fit(task, datamodule=datamodule)

@@ -130,6 +130,10 @@ def parse_net_spec(net_spec: Any, where: str = "checkpoint") -> dict[str, Any]:
     return spec
 
 
+#: hyperparameters holding an optimiser / scheduler spec (``discriminator_optimizer``: the GAN task's second one)
+_OPTIM_SPEC_KEYS = ("optimizer", "discriminator_optimizer", "scheduler")
+
+
 def _checked_optim_spec(spec: Any, key: str, where: str) -> dict[str, Any] | None:
     """An optimiser / scheduler spec from a checkpoint: None, or a primitive dict whose ``_target_`` (or legacy
     ``name``) is in :mod:`faceforge.tasks.optim`'s allowlist; nothing is imported.
@@ -149,7 +153,7 @@ def _checked_optim_spec(spec: Any, key: str, where: str) -> dict[str, Any] | Non
     if target is not None and not isinstance(target, str):
         raise CheckpointError(f"{where}: hyper_parameters.{key}._target_ must be a string")
     try:
-        (optimizer_class if key == "optimizer" else scheduler_class)(spec)
+        (scheduler_class if key == "scheduler" else optimizer_class)(spec)
     except OptimConfigError as exc:
         raise CheckpointError(f"{where}: hyper_parameters.{key}: _target_ {target or spec.get('name')!r}: "
                               f"{exc}") from None
@@ -160,7 +164,7 @@ def _task_kwargs(cls: type, hparams: dict[str, Any], where: str) -> dict[str, An
     """The checkpoint's hyperparameters checked against ``cls.__init__``: primitives only, no ``_target_`` or
     other Hydra control key anywhere, and only parameters the task takes (``net`` excluded)."""
     hparams = dict(hparams)
-    optim_specs = {key: hparams.pop(key) for key in ("optimizer", "scheduler") if key in hparams}
+    optim_specs = {key: hparams.pop(key) for key in _OPTIM_SPEC_KEYS if key in hparams}
     try:
         kwargs = check_primitive(hparams, "hyper_parameters")
         for key, spec in optim_specs.items():
