@@ -290,9 +290,6 @@ def test_checkpoint_round_trip_through_the_safe_loader(datamodule: VolumeDataMod
 # ------------------------------------------------------------------------------------------ the command
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="not met yet (issue 9): measured once, 30 epochs on 2 pinned idle CPU cores "
-                   "(343 s), test IoU 0.631 against the mean training volume's 0.646; the generator's training BCE "
-                   "stalls near the mean volume's (0.21-0.23) with or without the adversarial term")
 def test_train_py_model_facegan_beats_the_mean_volume(project_root: Path, tmp_path: Path) -> None:
     """``python train.py model=facegan`` as a user runs it, on the embedded data with every default: its test IoU
     must beat the trivial baseline (the mean training volume) on the same test samples by at least 0.05."""
