@@ -58,6 +58,7 @@ from faceforge.errors import FaceforgeError
 from faceforge.losses.heatmap import heatmap_mse_loss
 from faceforge.losses.volumetric import volumetric_bce_loss
 from faceforge.metrics.reconstruction import LandmarkNME, VolumetricIoU, landmark_nme, volumetric_iou
+from faceforge.metrics.rows import SampleRows
 from faceforge.models.vrn import decode_heatmaps, gaussian_heatmaps, image_to_heatmap_points
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
 from faceforge.tasks.detection import images_to_float
@@ -138,6 +139,15 @@ def _format_points(points: np.ndarray) -> str:
     return " ".join(f"{v:.2f}" for v in np.asarray(points, dtype=np.float64).reshape(-1))
 
 
+def _samples_seen(metric: VolumetricIoU) -> int:
+    """Samples a volumetric-IoU metric has seen on ALL ranks (its count state summed across processes under DDP; the
+    local count alone would differ from rank to rank)."""
+    if metric._to_sync and torch.distributed.is_available() and torch.distributed.is_initialized():
+        with metric.sync_context(should_sync=True):
+            return int(metric.n_samples)
+    return int(metric.n_samples)
+
+
 def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id.replace("/", "__"))
 
@@ -210,7 +220,8 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         #: meshes written by the last validation / test epoch
         self.mesh_paths: list[Path] = []
         self._mesh_samples: list[dict[str, Any]] = []
-        self._test_rows: list[dict[str, torch.Tensor]] = []
+        # per-sample test rows as torchmetrics cat states: gathered from every rank under DDP, in dataset order
+        self.test_rows = SampleRows(("iou", "nme", "yaw", "landmarks"))
         # The trivial baseline (the mean training volume thresholded at 0.5, the mean training landmarks in crop
         # pixels): set from the data module's training split when fitting, kept in checkpoints, so every
         # validation, test and evaluate.py report shows it beside the model. Empty until known.
@@ -384,10 +395,10 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                 pred_pts = pred.float()
                 if bool(valid.any()):
                     nme[valid] = landmark_nme(pred[valid], gt[valid]).to(nme.device)
-            self._test_rows.append({"index": batch["index"].detach().cpu(), "iou": per_iou.detach().cpu(),
-                                    "nme": nme.detach().cpu(),
-                                    "yaw": (yaw if yaw is not None else torch.full((bs,), float("nan"))).cpu(),
-                                    "landmarks": pred_pts.detach().cpu()})
+            yaw_col = yaw if yaw is not None else torch.full((bs,), float("nan"), dtype=torch.float64,
+                                                              device=logits.device)
+            self.test_rows.update(index=batch["index"], iou=per_iou.float(), nme=nme, yaw=yaw_col.double(),
+                                  landmarks=pred_pts)
         if batch_idx == 0 and int(self.hparams.num_val_meshes) > 0 and not self.trainer.sanity_checking:
             k = min(int(self.hparams.num_val_meshes), bs)
             probs = torch.sigmoid(logits[:k]).cpu().numpy()
@@ -426,7 +437,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._mesh_samples = []
-        self._test_rows = []
+        self.test_rows.reset()
 
     def _nme_values(self, metric: LandmarkNME) -> dict[str, float]:
         raw = metric.compute()
@@ -434,7 +445,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         return {k: float(v) for k, v in raw.items()}
 
     def on_validation_epoch_end(self) -> None:
-        if int(self.val_iou.n_samples) > 0:
+        if _samples_seen(self.val_iou) > 0:
             self.log("val/iou", self.val_iou.compute(), prog_bar=True)
         self.val_iou.reset()
         if self.has_landmarks and self.val_nme.update_called:
@@ -442,7 +453,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             if not math.isnan(nme["nme"]):
                 self.log("val/nme", nme["nme"], prog_bar=True)
         self.val_nme.reset()
-        if int(self.val_baseline_iou.n_samples) > 0:
+        if _samples_seen(self.val_baseline_iou) > 0:
             self.log("val/baseline_iou", self.val_baseline_iou.compute())
         self.val_baseline_iou.reset()
         if self.has_landmarks and self.val_baseline_nme.update_called:
@@ -457,7 +468,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         report: dict[str, Any] = {"variant": self.hparams.variant, "iou_threshold": float(self.hparams.iou_threshold)}
-        n = int(self.test_iou.n_samples)
+        n = _samples_seen(self.test_iou)
         report["iou"] = float(self.test_iou.compute()) if n else float("nan")
         report["n"] = n
         self.test_iou.reset()
@@ -467,15 +478,16 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                 report["n_landmarks" if key == "n" else key] = int(value) if key.startswith("n_") or key == "n" \
                     else value
         self.test_nme.reset()
-        if int(self.test_baseline_iou.n_samples) > 0:
+        if _samples_seen(self.test_baseline_iou) > 0:
             report["baseline_iou"] = float(self.test_baseline_iou.compute())
         self.test_baseline_iou.reset()
         if self.has_landmarks and self.test_baseline_nme.update_called:
             report["baseline_nme"] = self._nme_values(self.test_baseline_nme)["nme"]
         self.test_baseline_nme.reset()
-        rows = self._test_rows
-        if rows:
-            outputs = {k: torch.cat([r[k] for r in rows]).numpy() for k in rows[0]}
+        gathered = self.test_rows.compute() if self.test_rows.update_called else {}
+        self.test_rows.reset()
+        if gathered:
+            outputs = {k: v.detach().cpu().numpy() for k, v in gathered.items()}
             yaw_deg = np.abs(np.degrees(outputs["yaw"].astype(np.float64)))
             for lo, hi in YAW_BINS:
                 sel = (yaw_deg >= lo) & (yaw_deg <= hi) if lo == 0 else (yaw_deg > lo) & (yaw_deg <= hi)
@@ -488,7 +500,6 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         if flat:
             self.log_dict(flat)
         self.test_report = report
-        self._test_rows = []
         if self._mesh_samples and self.trainer.is_global_zero:
             self.mesh_paths = self._save_meshes("test", "test")
             self._log_meshes_to_wandb("test/meshes", self.mesh_paths)

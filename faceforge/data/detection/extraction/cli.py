@@ -25,6 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from faceforge.errors import FaceforgeError
+
 PROG = "faceforge-extract-faces"
 
 #: CLI option (dest) -> key under ``data.builder`` (a dotted key for the detector and the reader).
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _UsageError(Exception):
+class _UsageError(FaceforgeError):
     """A flag that does not fit the other flags (exit status 2, like argparse's own errors)."""
 
 
@@ -137,7 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from faceforge.data.core.prepared import PreparedDataError, build_prepared, compose_config, read_prepare_report
     from faceforge.data.detection.extraction.extract import check_output_dir
     from faceforge.data.detection.face_index import INDEX_FILENAMES
-    from faceforge.errors import FaceforgeError
 
     try:
         out = check_output_dir(args.output)  # before any work
