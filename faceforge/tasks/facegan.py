@@ -69,7 +69,7 @@ class FaceGANTask(VolumeRegressionTask):
         lambda_k: learning rate of k (0.001).
         k_init: k_0 (0).
         noise_samples: noise codes decoded per training batch besides the batch's images (fakes for the
-            discriminator, adversarial loss for the generator), so that the decoder learns unconditional
+            discriminator, adversarial loss for the generator), so that the noise decoder learns unconditional
             generation; 0 trains the conditional generator only.
         optimizer: primitive spec of the generator's optimiser (:func:`faceforge.tasks.optim.build_optimizer`;
             None or default: :data:`DEFAULT_GENERATOR_OPTIMIZER`, RMSprop lr 1e-3).
