@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 
 def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint to resume from: None, an explicit path, or ``last`` = ``<run dir>/checkpoints/last.ckpt``.
+    """The checkpoint to resume from: None, an explicit path, ``last`` = ``<run dir>/checkpoints/last.ckpt``, or
+    ``auto``: the newest of ``last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt`` in the run folder when there is
+    one, else None (a fresh run): what a job that a cluster may requeue should pass.
 
     Raises:
         RunConfigError: ``ckpt_path=last`` without an existing last checkpoint in the run named by ``run_name``
@@ -56,6 +58,10 @@ def resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, ""):
         return None
+    if str(ckpt) == "auto":  # a (re)queued cluster job: resume when the run folder has a checkpoint, else start
+        candidates = [p for p in (output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt"))
+                      if p.is_file()]
+        return str(max(candidates, key=lambda p: p.stat().st_mtime_ns)) if candidates else None
     if str(ckpt) == "last":
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
