@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from faceforge.data.core.image_io import ImageReadError, read_rgb_image
+from faceforge.data.core.prepared import PREPARE_REPORT, make_report
 from faceforge.data.core.runner import run_parallel
 from faceforge.data.detection.face_index import format_landmarks
 from faceforge.data.reconstruction.codec import DENSE_BYTES_PER_SAMPLE, EncodedVolume
@@ -598,6 +599,13 @@ def generate_volumes(samples: Sequence[W300LPSample], output: str | os.PathLike,
                "num_triangles": int(topology.triangles.shape[0]), "holes_capped": len(topology.hole_loops),
                "digest": model_digest})
     atomic_write_json(out / REPORT_FILENAME, report.to_dict())
+    # the prepared-dataset contract's report (faceforge.data.core.prepared): train.py prints it and keeps a copy
+    atomic_write_json(out / PREPARE_REPORT, make_report(
+        "faceforge.data.reconstruction.generation.generate_volumes",
+        {"samples": report.total, "stored": report.stored, "skipped": report.num_skipped,
+         "reused": report.reused},
+        [{"kind": str(sk["reason"]), "item": str(sk["sample_id"]), "reason": str(sk.get("detail", ""))}
+         for sk in skipped], summary=report.summary().splitlines(), details_file=REPORT_FILENAME))
     return report
 
 

@@ -65,6 +65,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from faceforge.data.core.prepared import PREPARE_REPORT, make_report
 from faceforge.data.detection.face_index import format_landmarks
 from faceforge.data.reconstruction.codec import EncodedVolume
 from faceforge.data.reconstruction.generation import REPORT_FILENAME
@@ -816,6 +817,10 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
               "volume_bytes_per_sample": float(vol.mean()), "mesh_sources": {"synthetic": len(rows)},
               "shards": shards, "seconds": time.perf_counter() - t0}
     atomic_write_json(out / REPORT_FILENAME, report)
+    atomic_write_json(out / PREPARE_REPORT, make_report(
+        GENERATOR, {"samples": n, "stored": len(rows)}, [],
+        summary=[f"{len(rows)} synthetic samples {report['splits']}"],
+        details_file=REPORT_FILENAME))
     atomic_write_text(index_path, buf.getvalue())  # last: its presence marks a complete build
     log.info("synthetic 3D dataset written to %s: %d samples %s in %.1f s", out, n, report["splits"],
              report["seconds"])
