@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from faceforge.data.core.prepared import ensure_built
-from faceforge.data.core.sampler import build_train_loader
+from faceforge.data.core.sampler import build_eval_loader, build_train_loader
 from faceforge.data.detection.clips import CLIP_SAMPLINGS, FaceClipDataset
 from faceforge.data.detection.crop_cache import CropSource
 from faceforge.data.detection.crop_store import CROP_STORES, make_crop_store
@@ -392,9 +392,10 @@ class FaceDataModule(pl.LightningDataModule):
             return build_train_loader(dataset, self.batch_size, self.seed, num_workers=self.num_workers,
                                       pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
                                       weights=weights)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+        # every sample once, in order; under DDP split across ranks without the padding repeats of Lightning's
+        # DistributedSampler, so no sample counts twice in a metric
+        return build_eval_loader(dataset, self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                 persistent_workers=self.persistent_workers)
 
     def _require(self, dataset: FaceCropDataset | FaceClipDataset | None,
                  split: str) -> FaceCropDataset | FaceClipDataset:
