@@ -8,10 +8,12 @@ import trimesh
 
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.volume_mesh import (
+    MESH_FRAMES,
     MeshExportError,
     VolumeMeshError,
     export_mesh,
     sample_image_bilinear,
+    to_mesh_frame,
     volume_to_mesh,
 )
 
@@ -180,3 +182,28 @@ def test_export_rejects_unknown_extensions(tmp_path) -> None:
     with pytest.raises(MeshExportError, match="extension"):
         export_mesh(mesh, tmp_path / "face")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mesh_frames_map_known_voxel_coordinates() -> None:
+    # three vertices at known (u, v, k) voxel coordinates of a (D, H, W) = (40, 48, 48) volume
+    verts = np.array([[0.0, 0.0, 0.0], [47.0, 10.0, 20.0], [23.5, 47.0, 39.0]])
+    faces = np.array([[0, 1, 2]])
+    authors = to_mesh_frame(trimesh.Trimesh(verts.copy(), faces.copy(), process=False), "vrn_authors", (D, H, W))
+    # raw2obj.py's frame: y down, voxels, z halved, not centred; winding kept
+    np.testing.assert_allclose(authors.vertices, [[0.0, 0.0, 0.0], [47.0, 10.0, 10.0], [23.5, 47.0, 19.5]])
+    assert authors.faces.tolist() == [[0, 1, 2]]
+    display = to_mesh_frame(trimesh.Trimesh(verts.copy(), faces.copy(), process=False), "display", (D, H, W))
+    # centred (c = 23.5), y up, z - D/2; faces re-wound for the y mirror
+    np.testing.assert_allclose(display.vertices, [[-23.5, 23.5, -20.0], [23.5, 13.5, 0.0], [0.0, -23.5, 19.0]])
+    assert display.faces.tolist() == [[0, 2, 1]]
+    assert MESH_FRAMES == ("display", "vrn_authors")
+
+
+def test_mesh_frames_keep_normals_outward_and_reject_unknown_frames() -> None:
+    for frame in MESH_FRAMES:
+        mesh = to_mesh_frame(volume_to_mesh(_column()), frame, (D, H, W))
+        assert mesh.is_watertight and mesh.volume > 0, frame
+    with pytest.raises(VolumeMeshError, match="unknown mesh frame"):
+        to_mesh_frame(volume_to_mesh(_column()), "y_up", (D, H, W))
+    with pytest.raises(VolumeMeshError, match="volume_shape"):
+        to_mesh_frame(volume_to_mesh(_column()), "display", (H, W))

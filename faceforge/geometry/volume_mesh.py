@@ -37,6 +37,23 @@ camera, +z, larger k (trimesh's signed volume is positive). The frame's similari
 so the winding survives the mapping; note that the x-right, y-down, z-towards-camera frame is a mirror image of a
 right-handed one (see :mod:`faceforge.geometry.projection`), so viewers that assume y up show the mesh upside
 down and mirrored; transform it for display, not for metrics.
+
+Export frames
+-------------
+:func:`to_mesh_frame` maps volume-coordinate vertices ``(x, y, z) = (u, v, k)`` (no frame) to one of
+:data:`MESH_FRAMES` for writing:
+
+* ``"display"`` (faceforge's saved meshes): centred, x right, y UP, z towards the viewer,
+  ``(u - c, c - v, k - D/2)`` with ``c = (S - 1) / 2``; the y mirror flips the winding back so that the normals
+  still point outwards.
+* ``"vrn_authors"``: the frame of the released VRN's meshes (AaronJackson/vrn ``raw2obj.py``, as described in
+  faceforge issue 9, point 6): y DOWN, in volume voxels, z halved (the released model's depth is doubled, see
+  above), no centring: ``(u, v, k / 2)``. A positive scaling, so the winding is kept. A faceforge mesh in this
+  frame and one written by the authors' script can be opened together in one viewer. Iso-levels differ: ours is
+  ``iou_threshold`` (0.5) on ``sigmoid(logits)``; the authors' script thresholds its own 0..255 byte volume at
+  10 (p ~ 0.04: on a sharp volume a surface up to half a voxel further out; their docker pipeline binarises and
+  uses 0.9). Compare surfaces extracted at the SAME level: pass ``iso_level`` accordingly (e.g. mesh our
+  probabilities at 10/255, or the authors' volume at 0.5 * 255).
 """
 from __future__ import annotations
 
@@ -52,11 +69,13 @@ from faceforge.errors import FaceforgeError
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.utils.atomic import atomic_path
 
-__all__ = ["MESH_FORMATS", "MeshExportError", "VolumeMeshError", "export_mesh", "sample_image_bilinear",
-           "volume_to_mesh"]
+__all__ = ["MESH_FORMATS", "MESH_FRAMES", "MeshExportError", "VolumeMeshError", "export_mesh",
+           "sample_image_bilinear", "to_mesh_frame", "volume_to_mesh"]
 
 #: File extensions :func:`export_mesh` writes (trimesh's exporters).
 MESH_FORMATS = (".obj", ".ply", ".glb")
+#: Frames :func:`to_mesh_frame` writes meshes in (see the module docstring, "Export frames").
+MESH_FRAMES = ("display", "vrn_authors")
 
 
 class VolumeMeshError(FaceforgeError, ValueError):
@@ -211,6 +230,43 @@ def volume_to_mesh(volume: Any, frame: VolumeFrame | None = None, iso_level: flo
         parts = mesh.split(only_watertight=False)
         if len(parts) > 1:
             mesh = max(parts, key=lambda m: len(m.faces))
+    return mesh
+
+
+def to_mesh_frame(mesh: trimesh.Trimesh, frame: str, volume_shape: tuple[int, ...]) -> trimesh.Trimesh:
+    """Move a volume-coordinate mesh (from :func:`volume_to_mesh` without a frame) into an export frame, in place.
+
+    Vertices ``(x, y, z) = (u, v, k)`` in voxels of a ``(D, H, W)`` volume become (module docstring, "Export
+    frames"):
+
+    * ``"display"``: ``(u - c, c - v, k - D / 2)``, ``c = (W - 1) / 2`` (y up, centred); faces re-wound so the
+      normals stay outward;
+    * ``"vrn_authors"``: ``(u, v, k / 2)`` (the released VRN's ``raw2obj.py`` frame: y down, voxels, z halved,
+      not centred); winding kept.
+
+    Args:
+        mesh: the mesh (float vertices (V, 3), faces (F, 3)); modified and returned.
+        frame: one of :data:`MESH_FRAMES`.
+        volume_shape: the ``(D, H, W)`` shape of the volume the mesh came from.
+
+    Returns:
+        The same mesh, its vertices (float64) in the requested frame.
+
+    Raises:
+        VolumeMeshError: an unknown frame or a volume shape that is not 3-D.
+    """
+    if frame not in MESH_FRAMES:
+        raise VolumeMeshError(f"unknown mesh frame {frame!r}: use one of {', '.join(MESH_FRAMES)}")
+    if len(volume_shape) != 3:
+        raise VolumeMeshError(f"volume_shape must be (D, H, W), got {tuple(volume_shape)}")
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    if frame == "vrn_authors":
+        mesh.vertices = np.c_[v[:, 0], v[:, 1], v[:, 2] * 0.5]
+        return mesh
+    d, s = volume_shape[0], volume_shape[-1]
+    c = (s - 1) / 2.0
+    mesh.vertices = np.c_[v[:, 0] - c, c - v[:, 1], v[:, 2] - d / 2.0]
+    mesh.faces = np.asarray(mesh.faces)[:, [0, 2, 1]]  # the y mirror flips the winding: keep normals outward
     return mesh
 
 
