@@ -32,6 +32,7 @@ from faceforge.tasks.reconstruction import (
     crop_to_source,
     heatmap_landmarks,
     image_to_heatmap_points,
+    interocular_voxels,
 )
 
 SIZE = 32
@@ -219,8 +220,9 @@ def test_fit_test_checkpoint_round_trip(datamodule: VolumeDataModule, tmp_path: 
     n_test = len(datamodule.sample_ids["test"])
     assert report["n"] == n_test and report["n_landmarks"] == n_test
     for key in ("iou", "nme", "nme_0_30", "nme_30_60", "nme_60_90", "nme_balanced", "iou_0_30", "baseline_iou",
-                "baseline_nme"):
+                "baseline_nme", "mesh_nme", "n_mesh_nme", "baseline_mesh_nme", "n_baseline_mesh_nme"):
         assert key in report
+    assert report["n_baseline_mesh_nme"] == n_test and report["baseline_mesh_nme"] > 0
     assert torch.equal(loaded.baseline_volume, task.baseline_volume)  # kept in the checkpoint
     assert 0.0 <= report["iou"] <= 1.0 and report["nme"] > 0
     rows, columns = loaded.result_table(report, "synthetic_3d")
@@ -231,6 +233,9 @@ def test_fit_test_checkpoint_round_trip(datamodule: VolumeDataModule, tmp_path: 
         table = list(csv.DictReader(fh))
     assert [r["sample_id"] for r in table] == datamodule.sample_ids["test"]
     assert all(len(r["landmarks"].split()) == 136 and float(r["nme"]) > 0 for r in table)
+    assert np.mean([float(r["baseline_mesh_nme"]) for r in table]) == pytest.approx(report["baseline_mesh_nme"],
+                                                                                    rel=1e-5)
+    assert "Mesh NME trivial" in markdown_table(rows, columns)
     mean_nme = np.mean([float(r["nme"]) for r in table])
     assert mean_nme == pytest.approx(report["nme"], rel=1e-5)
     assert all(p.exists() for p in written)
@@ -267,6 +272,9 @@ def test_plain_vrn_reports_iou_without_landmarks(datamodule: VolumeDataModule, t
     trainer.test(task, datamodule=datamodule)
     assert "iou" in task.test_report and "nme" not in task.test_report
     assert "val/nme" not in trainer.callback_metrics
+    # the mesh NME needs no predicted landmarks: the ground truth's eye corners normalise it
+    assert task.test_report["n_mesh_nme"] + task.test_report["n_baseline_mesh_nme"] > 0
+    assert "test/baseline_mesh_nme" in trainer.callback_metrics
     assert not (tmp_path / "meshes").exists()
     assert isinstance(task.configure_optimizers(), torch.optim.RMSprop)
 
@@ -314,3 +322,66 @@ def test_task_data_protocol_is_checked_with_isinstance(datamodule: VolumeDataMod
     assert datamodule.item_names("val") == datamodule.sample_ids["val"] and datamodule.group_names() is None
     assert task_data(object()) is None
     assert issubclass(FaceDataModule, TaskData)
+
+
+# ------------------------------------------------------------------ mesh NME
+def test_mesh_nme_of_a_perfect_prediction_is_zero_and_the_baseline_is_worse(datamodule: VolumeDataModule,
+                                                                            batch: dict) -> None:
+    task = make_task("vrn")
+    stats = datamodule.train_statistics()
+    task.set_baseline(stats.mean_occupancy, stats.mean_landmarks)
+    target = batch["volume"].float()
+    perfect = (target * 2 - 1) * 10.0  # logits whose sigmoid crosses 0.5 exactly half way, like the target's
+    pred, base = task._mesh_nmes(batch, perfect, target)
+    assert pred.dtype == torch.float64 and pred.shape == (target.shape[0],)
+    assert torch.isfinite(pred).all() and torch.isfinite(base).all()
+    assert float(pred.abs().max()) < 1e-9
+    assert bool((base > 0.01).all())
+    shifted = torch.roll(perfect, shifts=2, dims=-1)  # the face 2 voxels to the right: a clear, finite error
+    worse, _ = task._mesh_nmes(batch, shifted, target)
+    assert bool((worse > 1e-3).all())
+    # switched off: nothing computed
+    off = make_task("vrn", mesh_nme=False)
+    pred_off, base_off = off._mesh_nmes(batch, perfect, target)
+    assert bool(torch.isnan(pred_off).all() and torch.isnan(base_off).all())
+
+
+def test_mesh_nme_is_nan_without_eye_corners(batch: dict) -> None:
+    task = make_task("vrn")
+    no_lmk = {**batch, "landmarks": torch.full_like(batch["landmarks"], float("nan"))}
+    target = batch["volume"].float()
+    pred, base = task._mesh_nmes(no_lmk, (target * 2 - 1) * 10.0, target)
+    assert bool(torch.isnan(pred).all() and torch.isnan(base).all())  # no baseline set either
+
+
+def test_interocular_voxels_reads_depth_from_the_volume_surface() -> None:
+    target = np.zeros((10, 16, 16), np.float32)
+    target[:4, :, :8] = 1  # left half: front surface at level 3 + 0.5
+    target[:7, :, 8:] = 1  # right half: front surface at level 6 + 0.5
+    lmk = np.full((68, 2), np.nan)
+    lmk[36], lmk[45] = (2.0, 5.0), (12.0, 5.0)
+    assert interocular_voxels(lmk, target, (16, 16)) == pytest.approx(np.hypot(10.0, 3.0))
+    # a crop twice the volume's side: pixels map to voxel columns ((x + 0.5) / 2 - 0.5)
+    lmk2 = lmk.copy()
+    lmk2[36], lmk2[45] = (4.5, 10.5), (24.5, 10.5)
+    assert interocular_voxels(lmk2, target, (32, 32)) == pytest.approx(np.hypot(10.0, 3.0))
+    # an empty column: the 2D distance
+    target[:, :, 12] = 0
+    assert interocular_voxels(lmk, target, (16, 16)) == pytest.approx(10.0)
+    # 3D landmarks win when the data has them
+    l3 = np.zeros((68, 3))
+    l3[45] = (3.0, 4.0, 12.0)
+    assert interocular_voxels(lmk, target, (16, 16), l3) == pytest.approx(13.0)
+    assert math.isnan(interocular_voxels(np.full((68, 2), np.nan), target, (16, 16)))
+
+
+def test_mesh_frame_option_is_checked_and_used(batch: dict) -> None:
+    with pytest.raises(ReconstructionTaskError, match="mesh_frame"):
+        make_task("vrn", mesh_frame="y_up")
+    volume = batch["volume"][0].float().numpy()
+    display = make_task("vrn")._display_mesh(volume, None)
+    authors = make_task("vrn", mesh_frame="vrn_authors")._display_mesh(volume, None)
+    c = (SIZE - 1) / 2
+    a, d = np.asarray(authors.vertices), np.asarray(display.vertices)
+    np.testing.assert_allclose(d, np.c_[a[:, 0] - c, c - a[:, 1], 2 * a[:, 2] - DEPTH / 2])
+    assert authors.volume > 0 and display.volume > 0  # both wound with outward normals

@@ -38,7 +38,26 @@ meshes (marching cubes at ``iou_threshold``, vertex colours from the crop,
 ground truth once to ``meshes/gt/``) and logged to W&B as ``wandb.Object3D`` when a WandbLogger is attached; after
 testing, the same for the first test batch in ``meshes/test/``. Meshes are written for viewing: crop pixels,
 centred, x right, y UP, z towards the viewer (``(u - c, c - v, k - D/2)``, ``c = (S - 1) / 2``; faces wound
-outwards).
+outwards), or with ``mesh_frame="vrn_authors"`` in the released VRN's frame (``raw2obj.py``: ``(u, v, k / 2)``,
+y down, voxels, z halved, not centred; :func:`~faceforge.geometry.volume_mesh.to_mesh_frame`). Iso-levels: ours
+is ``iou_threshold`` (0.5) on ``sigmoid(logits)``; the authors' script meshes its 0..255 byte volume at 10
+(p ~ 0.04), so compare meshes extracted at the same level (see :mod:`faceforge.geometry.volume_mesh`).
+
+Mesh NME (``mesh_nme=True``, the default; Jackson et al. 2017, Sec. 5, :func:`~faceforge.metrics.reconstruction.
+mesh_nme`): at test time every sample's predicted mesh (marching cubes of ``sigmoid(logits)`` at
+``iou_threshold``) is compared with its ground truth's mesh (marching cubes of the target volume, same level),
+both in VOLUME VOXELS ``(u, v, k)``: ICP (at most :data:`MESH_NME_ICP_ITERATIONS` iterations, from the
+identity) pairs each ground-truth vertex with its nearest predicted vertex, the pairs are aligned in z only, and
+the mean distance is divided by the outer interocular distance of the ground truth in voxels: from the batch's
+``landmarks_3d`` (B, 68, 3) volume coordinates when the data provides them; otherwise from the 2D landmarks
+(crop pixels mapped to voxel columns) with z read from the ground-truth volume's front surface at each eye
+corner (the highest occupied depth level + 0.5, where the surface sits at level 0.5), or the 2D distance when
+an eye corner's column is empty. Samples without ground-truth eye corners, or with an empty predicted /
+ground-truth volume, get NaN (skipped in the mean, counted by ``n_mesh_nme``). Whole closed meshes are compared
+(the VRN volume's back and sides included, on both sides alike), not a cropped face region. The trivial
+baseline's mesh NME (the mean training volume's mesh against each ground truth) is ``baseline_mesh_nme``.
+Costs a marching cubes and an ICP per sample (tens of milliseconds at 64^3); switch it off with
+``mesh_nme=False`` for paper-size test sets.
 """
 from __future__ import annotations
 
@@ -57,7 +76,15 @@ from torch import nn
 from faceforge.errors import FaceforgeError
 from faceforge.losses.heatmap import heatmap_mse_loss
 from faceforge.losses.volumetric import volumetric_bce_loss
-from faceforge.metrics.reconstruction import LandmarkNME, VolumetricIoU, landmark_nme, volumetric_iou
+from faceforge.metrics.reconstruction import (
+    OUTER_EYE_CORNERS,
+    LandmarkNME,
+    VolumetricIoU,
+    landmark_nme,
+    mesh_nme,
+    outer_interocular_distance,
+    volumetric_iou,
+)
 from faceforge.metrics.rows import SampleRows
 from faceforge.models.vrn import decode_heatmaps, gaussian_heatmaps, image_to_heatmap_points
 from faceforge.tasks.checkpointing import FaceforgeCheckpointMixin
@@ -76,6 +103,7 @@ __all__ = [
     "crop_to_source",
     "heatmap_landmarks",
     "image_to_heatmap_points",
+    "interocular_voxels",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,8 +115,12 @@ YAW_BINS = ((0, 30), (30, 60), (60, 90))
 RECONSTRUCTION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("iou", "IoU"), ("baseline_iou", "IoU trivial"), ("nme", "NME"), ("baseline_nme", "NME trivial"),
     ("nme_0_30", "NME [0,30]"), ("nme_30_60", "NME (30,60]"),
-    ("nme_60_90", "NME (60,90]"), ("nme_balanced", "NME mean"), ("n", "N"),
+    ("nme_60_90", "NME (60,90]"), ("nme_balanced", "NME mean"), ("mesh_nme", "Mesh NME"),
+    ("baseline_mesh_nme", "Mesh NME trivial"), ("n", "N"),
 )
+#: ICP iteration cap of the test-time mesh NME (both meshes share the voxel frame: ICP starts at the identity and
+#: converges in a few iterations).
+MESH_NME_ICP_ITERATIONS = 20
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.RMSprop", "lr": 1.0e-4}
 DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "milestones": [40], "gamma": 0.1}
 
@@ -148,6 +180,65 @@ def _samples_seen(metric: VolumetricIoU) -> int:
     return int(metric.n_samples)
 
 
+def interocular_voxels(landmarks: np.ndarray, target: np.ndarray, image_size: tuple[int, int],
+                       landmarks_3d: np.ndarray | None = None) -> float:
+    """Outer interocular distance of one ground-truth face in VOLUME VOXELS (the mesh NME's normaliser).
+
+    With ``landmarks_3d`` (68, 3) volume coordinates ``(u, v, k)`` whose eye corners are finite it is their 3D
+    distance (:func:`~faceforge.metrics.reconstruction.outer_interocular_distance`). Otherwise the 2D eye corners
+    (points 37 and 46, 1-based) are mapped from crop pixels to voxel columns (``u = (x + 0.5) W / w_img - 0.5``,
+    the same for v; the identity when the crop and the volume have the same side) and each gets the depth of the
+    ground-truth volume's front surface in its column: the highest occupied level + 0.5 (where marching cubes at
+    0.5 puts the surface); if either column is empty the 2D distance in voxels is used.
+
+    Args:
+        landmarks: (68, 2) crop pixels (x right, y down; NaN unknown).
+        target: (D, H, W) ground-truth occupancy indexed ``[k, v, u]`` (> 0.5 occupied).
+        image_size: ``(h_img, w_img)`` of the crop the landmarks are in.
+        landmarks_3d: optional (68, 3) volume coordinates.
+
+    Returns:
+        The distance (float, voxels), or NaN when the eye corners are unknown (or coincide).
+    """
+    if landmarks_3d is not None:
+        p3 = np.asarray(landmarks_3d, dtype=np.float64)
+        if p3.shape == (68, 3) and np.isfinite(p3[list(OUTER_EYE_CORNERS)]).all():
+            d = float(outer_interocular_distance(p3))
+            return d if d > 0 else float("nan")
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.shape != (68, 2) or not np.isfinite(pts[list(OUTER_EYE_CORNERS)]).all():
+        return float("nan")
+    depth, height, width = target.shape
+    sy, sx = height / float(image_size[0]), width / float(image_size[1])
+    corners = []
+    for i in OUTER_EYE_CORNERS:
+        u, v = (pts[i, 0] + 0.5) * sx - 0.5, (pts[i, 1] + 0.5) * sy - 0.5
+        col = target[:, int(np.clip(round(v), 0, height - 1)), int(np.clip(round(u), 0, width - 1))] > 0.5
+        k = float(np.flatnonzero(col)[-1]) + 0.5 if col.any() else float("nan")
+        corners.append((u, v, k))
+    a, b = np.array(corners)
+    d = float(np.linalg.norm((a - b) if np.isfinite([a[2], b[2]]).all() else (a - b)[:2]))
+    return d if d > 0 else float("nan")
+
+
+def _mesh_points(volume: np.ndarray, iso_level: float) -> np.ndarray | None:
+    """Marching-cubes vertices (V, 3) of a (D, H, W) volume in voxels ``(u, v, k)``, or None if it has no surface."""
+    from faceforge.geometry.volume_mesh import VolumeMeshError, volume_to_mesh
+
+    try:
+        return np.asarray(volume_to_mesh(volume, iso_level=iso_level).vertices, dtype=np.float64)
+    except VolumeMeshError:
+        return None
+
+
+def _check_mesh_frame(mesh_frame: str) -> str:
+    from faceforge.geometry.volume_mesh import MESH_FRAMES
+
+    if mesh_frame not in MESH_FRAMES:
+        raise ReconstructionTaskError(f"mesh_frame must be one of {', '.join(MESH_FRAMES)}, got {mesh_frame!r}")
+    return mesh_frame
+
+
 def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id.replace("/", "__"))
 
@@ -176,9 +267,16 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         input: the data shape the network was built for, as primitives (``model.input``: ``{"image_size": S,
             "volume_depth": D}``); ``evaluate.py`` serves data of that shape (see
             :func:`faceforge.runs.input_needs.apply_input_needs`). Recorded in checkpoints; None for older ones.
+        mesh_nme: compute the per-sample mesh NME (and the trivial baseline's) at test time (module docstring);
+            default True, False for large test sets where the per-sample marching cubes + ICP is too slow.
+        mesh_frame: frame of the saved meshes: ``"display"`` (default: centred, y up) or ``"vrn_authors"`` (the
+            released VRN's ``raw2obj.py`` frame: ``(u, v, k / 2)`` voxels, y down;
+            :func:`~faceforge.geometry.volume_mesh.to_mesh_frame`). ``evaluate.py`` takes
+            ``+model.mesh_frame=vrn_authors`` / ``+model.mesh_nme=false`` to override a checkpoint's.
 
     Raises:
-        ReconstructionTaskError: unknown variant or mesh format, or a network that does not fit the variant.
+        ReconstructionTaskError: unknown variant, mesh format or mesh frame, or a network that does not fit the
+            variant.
     """
 
     def __init__(self, net: nn.Module, variant: str = "vrn", heatmap_weight: float = 1.0, heatmap_sigma: float = 1.0,
@@ -187,8 +285,10 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                  iou_threshold: float = 0.5, num_val_meshes: int = 2, mesh_format: str = "glb",
                  loss_reduction: str = "mean", monitor: str = "val/iou", monitor_mode: str = "max",
                  net_spec: str | None = None,
-                 input: Mapping[str, Any] | None = None) -> None:  # the config's model.input block
+                 input: Mapping[str, Any] | None = None,  # the config's model.input block
+                 mesh_nme: bool = True, mesh_frame: str = "display") -> None:
         super().__init__()
+        _check_mesh_frame(mesh_frame)
         if variant not in VARIANTS:
             raise ReconstructionTaskError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if mesh_format not in ("glb", "obj", "ply"):
@@ -221,7 +321,8 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         self.mesh_paths: list[Path] = []
         self._mesh_samples: list[dict[str, Any]] = []
         # per-sample test rows as torchmetrics cat states: gathered from every rank under DDP, in dataset order
-        self.test_rows = SampleRows(("iou", "nme", "yaw", "landmarks"))
+        self.test_rows = SampleRows(("iou", "nme", "yaw", "landmarks", "mesh_nme", "baseline_mesh_nme"))
+        self._baseline_points: np.ndarray | None = None  # the baseline's mesh vertices, once per test epoch
         # The trivial baseline (the mean training volume thresholded at 0.5, the mean training landmarks in crop
         # pixels): set from the data module's training split when fitting, kept in checkpoints, so every
         # validation, test and evaluate.py report shows it beside the model. Empty until known.
@@ -397,14 +498,60 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                     nme[valid] = landmark_nme(pred[valid], gt[valid]).to(nme.device)
             yaw_col = yaw if yaw is not None else torch.full((bs,), float("nan"), dtype=torch.float64,
                                                               device=logits.device)
+            mesh_col, base_col = self._mesh_nmes(batch, logits, target)
             self.test_rows.update(index=batch["index"], iou=per_iou.float(), nme=nme, yaw=yaw_col.double(),
-                                  landmarks=pred_pts)
+                                  landmarks=pred_pts, mesh_nme=mesh_col.to(logits.device),
+                                  baseline_mesh_nme=base_col.to(logits.device))
         if batch_idx == 0 and int(self.hparams.num_val_meshes) > 0 and not self.trainer.sanity_checking:
             k = min(int(self.hparams.num_val_meshes), bs)
             probs = torch.sigmoid(logits[:k]).cpu().numpy()
             images = batch["image"][:k].permute(0, 2, 3, 1).cpu().numpy()
             self._mesh_samples = [{"probs": probs[i], "target": target[i].cpu().numpy(), "image": images[i],
                                    "index": int(batch["index"][i])} for i in range(k)]
+
+    @property
+    def mesh_nme_enabled(self) -> bool:
+        """Whether the test step computes mesh NMEs (``mesh_nme`` hyperparameter; True when absent, e.g. for a
+        subclass that records only its own arguments)."""
+        return bool(self.hparams.get("mesh_nme", True))
+
+    @property
+    def mesh_frame(self) -> str:
+        """The frame meshes are saved in (``mesh_frame`` hyperparameter, ``"display"`` when absent)."""
+        return _check_mesh_frame(str(self.hparams.get("mesh_frame", "display")))
+
+    def _mesh_nmes(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor,
+                   target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample mesh NME of the prediction and of the trivial baseline, (B,) float64 each (NaN where not
+        computable or ``mesh_nme`` is off); see the module docstring for the protocol."""
+        bs = logits.shape[0]
+        pred_col = torch.full((bs,), float("nan"), dtype=torch.float64)
+        base_col = torch.full((bs,), float("nan"), dtype=torch.float64)
+        if not self.mesh_nme_enabled:
+            return pred_col, base_col
+        iso = float(self.hparams.iou_threshold)
+        probs = torch.sigmoid(logits.detach().float()).cpu().numpy()
+        targets = target.detach().float().cpu().numpy()
+        landmarks = batch["landmarks"].detach().float().cpu().numpy()
+        lm3d = batch.get("landmarks_3d")
+        lm3d = lm3d.detach().float().cpu().numpy() if isinstance(lm3d, torch.Tensor) else None
+        image_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
+        base = self.baseline_volume
+        if self._baseline_points is None and base.numel() and tuple(base.shape) == tuple(target.shape[1:]):
+            self._baseline_points = _mesh_points(base.cpu().numpy(), 0.5)
+        for i in range(bs):
+            d = interocular_voxels(landmarks[i], targets[i], image_size, None if lm3d is None else lm3d[i])
+            if not math.isfinite(d):
+                continue
+            gt_pts = _mesh_points(targets[i], 0.5)
+            if gt_pts is None:
+                continue
+            pred_pts = _mesh_points(probs[i], iso)
+            if pred_pts is not None:
+                pred_col[i] = mesh_nme(pred_pts, gt_pts, d, icp_iterations=MESH_NME_ICP_ITERATIONS)
+            if self._baseline_points is not None:
+                base_col[i] = mesh_nme(self._baseline_points, gt_pts, d, icp_iterations=MESH_NME_ICP_ITERATIONS)
+        return pred_col, base_col
 
     def _update_baseline(self, batch: Mapping[str, torch.Tensor], target: torch.Tensor, yaw: torch.Tensor | None,
                          stage: str) -> None:
@@ -437,6 +584,7 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._mesh_samples = []
+        self._baseline_points = None
         self.test_rows.reset()
 
     def _nme_values(self, metric: LandmarkNME) -> dict[str, float]:
@@ -494,6 +642,12 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                 if hi == YAW_BINS[-1][1]:
                     sel = sel | (yaw_deg > hi)
                 report[f"iou_{lo}_{hi}"] = float(outputs["iou"][sel].mean()) if sel.any() else float("nan")
+            if self.mesh_nme_enabled:
+                for key in ("mesh_nme", "baseline_mesh_nme"):
+                    values = outputs[key].astype(np.float64)
+                    finite = values[np.isfinite(values)]
+                    report[key] = float(finite.mean()) if finite.size else float("nan")
+                    report[f"n_{key}"] = int(finite.size)
             self.test_outputs = outputs
         flat = {f"test/{k}": float(v) for k, v in report.items()
                 if isinstance(v, (int, float)) and k not in ("iou_threshold",) and not math.isnan(float(v))}
@@ -514,15 +668,11 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         return f"{split}_{index:06d}"
 
     def _display_mesh(self, volume: np.ndarray, image: np.ndarray | None) -> Any:
-        from faceforge.geometry.volume_mesh import volume_to_mesh
+        """The mesh of a (D, S, S) volume at ``iou_threshold``, coloured by the crop, in ``mesh_frame``."""
+        from faceforge.geometry.volume_mesh import to_mesh_frame, volume_to_mesh
 
         mesh = volume_to_mesh(volume, iso_level=float(self.hparams.iou_threshold), image=image)
-        d, s = volume.shape[0], volume.shape[-1]
-        c = (s - 1) / 2.0
-        v = np.asarray(mesh.vertices, dtype=np.float64)
-        mesh.vertices = np.c_[v[:, 0] - c, c - v[:, 1], v[:, 2] - d / 2.0]
-        mesh.faces = np.asarray(mesh.faces)[:, [0, 2, 1]]  # the y mirror flips the winding: keep normals outward
-        return mesh
+        return to_mesh_frame(mesh, self.mesh_frame, tuple(volume.shape))
 
     def _save_meshes(self, folder: str, split: str) -> list[Path]:
         """Export the kept samples' predicted meshes (and ground truth once) under ``<run dir>/meshes/``."""
@@ -569,7 +719,8 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         """Write ``reconstruction_predictions.csv`` (one row per test sample) into ``output_dir``.
 
         Columns: ``sample_id``, ``yaw_deg``, ``iou``, ``nme`` (empty where the variant has no landmarks or the
-        sample no ground truth) and ``landmarks`` (136 predicted x y values in source-image pixels where the frame
+        sample no ground truth), ``mesh_nme`` and ``baseline_mesh_nme`` (empty where not computed) and
+        ``landmarks`` (136 predicted x y values in source-image pixels where the frame
         is known, else crop pixels; empty without landmarks). Returns the paths written: the CSV and the test
         meshes saved by the test epoch (``<run dir>/meshes/test/``); nothing without test outputs.
         """
@@ -585,13 +736,16 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         ids = data.item_names("test") if data is not None else None
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["sample_id", "yaw_deg", "iou", "nme", "landmarks"])
+        writer.writerow(["sample_id", "yaw_deg", "iou", "nme", "mesh_nme", "baseline_mesh_nme", "landmarks"])
+        nan = np.full(len(out["index"]), np.nan)
         for j, i in enumerate(out["index"].tolist()):
             sid = ids[i] if ids is not None and 0 <= i < len(ids) else f"test_{i:06d}"
             nme, yaw = float(out["nme"][j]), float(out["yaw"][j])
             lmk = out["landmarks"][j]
+            mesh_cells = ["" if math.isnan(v) else f"{v:.6f}"
+                          for v in (float(out.get("mesh_nme", nan)[j]), float(out.get("baseline_mesh_nme", nan)[j]))]
             writer.writerow([sid, "" if math.isnan(yaw) else f"{math.degrees(yaw):.3f}", f"{float(out['iou'][j]):.6f}",
-                             "" if math.isnan(nme) else f"{nme:.6f}",
+                             "" if math.isnan(nme) else f"{nme:.6f}", *mesh_cells,
                              "" if not np.isfinite(lmk).all() else _format_points(lmk)])
         path = Path(output_dir) / "reconstruction_predictions.csv"
         atomic_write_text(path, buf.getvalue())
