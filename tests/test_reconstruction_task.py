@@ -385,3 +385,20 @@ def test_mesh_frame_option_is_checked_and_used(batch: dict) -> None:
     a, d = np.asarray(authors.vertices), np.asarray(display.vertices)
     np.testing.assert_allclose(d, np.c_[a[:, 0] - c, c - a[:, 1], 2 * a[:, 2] - DEPTH / 2])
     assert authors.volume > 0 and display.volume > 0  # both wound with outward normals
+
+
+def test_evaluate_overrides_the_mesh_options() -> None:
+    from omegaconf import OmegaConf
+
+    from faceforge.runs.common import RunConfigError
+    from faceforge.runs.evaluation import _apply_mesh_overrides
+
+    task = make_task("vrn")
+    _apply_mesh_overrides(task, OmegaConf.create({"model": {"mesh_frame": "vrn_authors", "mesh_nme": False}}))
+    assert task.mesh_frame == "vrn_authors" and not task.mesh_nme_enabled
+    _apply_mesh_overrides(task, OmegaConf.create({}))  # nothing asked: unchanged
+    assert task.mesh_frame == "vrn_authors"
+    with pytest.raises(RunConfigError, match="mesh_frame"):
+        _apply_mesh_overrides(task, OmegaConf.create({"model": {"mesh_frame": "y_up"}}))
+    with pytest.raises(RunConfigError, match="3D reconstruction"):
+        _apply_mesh_overrides(torch.nn.Linear(1, 1), OmegaConf.create({"model": {"mesh_nme": True}}))

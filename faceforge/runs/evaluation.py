@@ -204,6 +204,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                    "path": str(ckpt_path.resolve()), "sha256": file_sha256(ckpt_path),
                    "faceforge_version": str(info.get("version", "") or "")}
     check_required_settings(cfg, "evaluate.py")
+    _apply_mesh_overrides(task, cfg)  # a 3D checkpoint's mesh options (+model.mesh_frame=..., +model.mesh_nme=...)
     pl.seed_everything(cfg.seed, workers=True)
     if inherited:
         log.info("data settings taken from the checkpoint's input needs: %s", inherited)
@@ -252,6 +253,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(table)
     log.info("Results written to %s", results_path)
     return results
+
+
+def _apply_mesh_overrides(task: Any, cfg: DictConfig) -> None:
+    """``+model.mesh_frame=display|vrn_authors`` and ``+model.mesh_nme=true|false`` override a 3D checkpoint's
+    mesh options (:class:`faceforge.tasks.reconstruction.VolumeRegressionTask`); other tasks refuse them.
+
+    Raises:
+        RunConfigError: an override for a task without that option, or an unknown mesh frame.
+    """
+    model = cfg.get("model") or {}
+    for key in ("mesh_frame", "mesh_nme"):
+        value = model.get(key)
+        if value is None:
+            continue
+        if not hasattr(task, "mesh_nme_enabled"):
+            raise RunConfigError(f"model.{key}={value} applies to 3D reconstruction checkpoints only, not to "
+                                 f"{type(task).__name__}")
+        if key == "mesh_frame" and str(value) not in ("display", "vrn_authors"):
+            raise RunConfigError(f"model.mesh_frame must be display or vrn_authors, got {value!r}")
+        task.hparams[key] = str(value) if key == "mesh_frame" else bool(value)
 
 
 def weights_label(weights: dict[str, Any]) -> str:
