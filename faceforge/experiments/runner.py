@@ -15,7 +15,6 @@ and its run folder under ``<out>/runs/`` (``paths.log_dir=<out>/runs``, ``run_na
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +28,7 @@ import yaml
 
 from faceforge.errors import FaceforgeError
 from faceforge.experiments.spec import ExperimentSpec, Profile, check_override
+from faceforge.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,6 @@ __all__ = ["RunRecord", "EvalRecord", "ExperimentRun", "run_experiment", "file_s
 
 class ExperimentError(FaceforgeError, ValueError):
     """An experiment that cannot start (an unknown profile, a bad override on the command line)."""
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

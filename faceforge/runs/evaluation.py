@@ -7,7 +7,6 @@ A task used here provides ``test_report`` (filled by ``trainer.test``), ``result
 (rows, columns)`` and ``write_test_outputs(output_dir, datamodule) -> list[Path]``."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -24,18 +23,10 @@ from faceforge.runs.input_needs import apply_input_needs, command_line_keys, leg
 from faceforge.runs.resume import write_hydra_record
 from faceforge.tasks.checkpointing import CheckpointError, load_task, read_checkpoint
 from faceforge.utils.atomic import atomic_write_json, atomic_write_text
+from faceforge.utils.hashing import file_sha256
 from faceforge.utils.run_info import collect_run_info, write_run_info
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_input_needs(ckpt: dict[str, Any]) -> tuple[dict[str, Any], str]:
