@@ -38,7 +38,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="P(fake) of images, videos or folders with a detection checkpoint",
                        description="Score images, videos or folders: MTCNN face extraction as in training, then "
-                                   "P(fake) per face, per frame and per video, with a decision and a confidence.")
+                                   "P(fake) per face, per frame and per video, with a decision and a confidence; a "
+                                   "clip model (ResNeXt-LSTM) scores clips of consecutive faces of a video instead and "
+                                   "refuses single images.")
     p.add_argument("ckpt", help="a faceforge detection checkpoint (.ckpt) or the MesoNet authors' .h5 weights")
     p.add_argument("inputs", nargs="+", help="image / video files or folders (searched recursively)")
     p.add_argument("--json", metavar="PATH", help="write all results (frames and faces) as JSON")

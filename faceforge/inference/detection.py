@@ -14,6 +14,15 @@ Scores
 * per frame (or image): the largest P(fake) of its faces (a frame is as suspicious as its most suspicious face);
 * per video: the frame scores aggregated by the checkpoint's ``video_aggregation`` (``mean`` by default, ``max``,
   or ``vote`` = share of frames above the threshold; :func:`faceforge.metrics.detection.aggregate_by_video`);
+* clip models (ResNeXt-LSTM, a network whose ``forward`` takes ``lengths``): a video's faces (the most confident
+  face of each sampled frame with one, in frame order, as :class:`~faceforge.data.detection.clips.FaceClipDataset`
+  takes them) are cut into clips of ``clip_length`` consecutive faces (the checkpoint's ``input.clip_length``) that
+  cover them all: ``K = ceil(n / T)`` clips placed by
+  :func:`~faceforge.data.detection.clips.clip_positions` (``contiguous``) with starts spread evenly from the first
+  face to the last (the last clips may overlap); a video with fewer than ``T`` faces gets one clip padded with its
+  last face and ``lengths = n``, as in training. Each clip gets a P(fake) (``clips`` rows say which frames it covers);
+  the video's P(fake) aggregates the clips by ``video_aggregation``. A clip model cannot score a single image: such an
+  input gets status ``error`` with a message saying so;
 * decision: ``fake`` when ``P(fake) >= threshold`` (the checkpoint's ``threshold`` hyperparameter, 0.5 for
   imported weights), else ``real``; confidence: the probability of the decided class (``p`` for fake, ``1 - p``
   for real), in [0.5, 1] at threshold 0.5.
@@ -37,8 +46,8 @@ import torch
 from faceforge.errors import FaceforgeError
 
 __all__ = ["DEFAULT_MARGIN", "DEFAULT_NUM_FRAMES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "DetectorModel",
-           "FaceScore", "InputResult", "PredictError", "Predictor", "collect_inputs", "format_table",
-           "load_detector", "results_to_csv", "results_to_json", "write_results"]
+           "FaceScore", "InputResult", "PredictError", "Predictor", "collect_inputs", "covering_clip_positions",
+           "format_table", "load_detector", "results_to_csv", "results_to_json", "write_results"]
 
 #: Crop margin of training's face extraction (``conf/data/video_base.yaml``, ``builder.margin``): the square crop
 #: side is ``max(box w, h) * (1 + margin)``.
@@ -69,6 +78,8 @@ class DetectorModel:
         source: ``faceforge checkpoint`` or ``MesoNet authors' Keras h5``.
         path: the weight file.
         architecture: the network's class name.
+        clip_length: faces per clip ``T`` for a clip model (ResNeXt-LSTM; the checkpoint's ``input.clip_length``),
+            None for a frame model.
     """
 
     task: Any
@@ -79,6 +90,12 @@ class DetectorModel:
     source: str
     path: str
     architecture: str
+    clip_length: int | None = None
+
+    @property
+    def is_clip_model(self) -> bool:
+        """Whether the network scores clips of faces (True) or single face crops (False)."""
+        return self.clip_length is not None
 
 
 def _margin_from(ckpt: dict[str, Any]) -> float | None:
@@ -112,7 +129,7 @@ def load_detector(path: str | Path) -> DetectorModel:
         faceforge.tasks.checkpointing.CheckpointError: the file is missing, unreadable, or cannot be rebuilt safely.
         faceforge.models.meso.KerasWeightsError: an HDF5 file that is not a MesoNet weight file.
         PredictError: the checkpoint holds another kind of model (e.g. a 3D reconstruction network), or a clip
-            model (ResNeXt-LSTM; per-frame scoring needs a frame model).
+            model (ResNeXt-LSTM) whose checkpoint records no ``input.clip_length`` (or a non-positive one).
     """
     from omegaconf import OmegaConf
 
@@ -121,6 +138,7 @@ def load_detector(path: str | Path) -> DetectorModel:
     from faceforge.tasks.detection import DetectionTask, takes_lengths
 
     path = Path(path)
+    needs: dict[str, Any] = {}
     if is_keras_h5(path):
         task, _ = _imported_mesonet_task(OmegaConf.create({"video_aggregation": "mean"}), path)
         source, size, margin = "MesoNet authors' Keras h5", DEFAULT_IMAGE_SIZE, DEFAULT_MARGIN
@@ -135,14 +153,54 @@ def load_detector(path: str | Path) -> DetectorModel:
     if not isinstance(task, DetectionTask):
         raise PredictError(f"{path}: holds a {type(task).__name__} ({type(task.net).__name__}), not a deepfake "
                            f"detection model; `faceforge reconstruct` takes 3D reconstruction checkpoints")
+    clip_length = None
     if takes_lengths(task.net):
-        raise PredictError(f"{path}: {type(task.net).__name__} is a clip model; `faceforge predict` scores single "
-                           f"frames and needs a frame model (e.g. model=meso4)")
+        raw = needs.get("clip_length")
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise PredictError(f"{path}: {type(task.net).__name__} is a clip model but the checkpoint records no "
+                               f"usable input.clip_length (got {raw!r}); it cannot say how many faces a clip holds")
+        clip_length = int(raw)
     task = task.to("cpu").eval()
     return DetectorModel(task=task, image_size=size, margin=float(margin),
                          threshold=float(task.hparams.get("threshold", 0.5)),
                          video_aggregation=str(task.hparams.get("video_aggregation", "mean") or "mean"),
-                         source=source, path=str(path), architecture=type(task.net).__name__)
+                         source=source, path=str(path), architecture=type(task.net).__name__,
+                         clip_length=clip_length)
+
+
+def covering_clip_positions(n: int, clip_length: int) -> list[np.ndarray]:
+    """Clips of ``clip_length`` consecutive positions that together cover all ``n`` faces of a video.
+
+    ``K = ceil(n / T)`` clips; clip ``k`` starts at ``round(k * (n - T) / (K - 1))`` (first face to last, evenly
+    spread; neighbours overlap when ``T`` does not divide ``n``). The positions come from
+    :func:`faceforge.data.detection.clips.clip_positions` (``contiguous``, the offset that gives that start), so a
+    clip is exactly what the training data would serve there.
+
+    Args:
+        n: faces (>= 1).
+        clip_length: ``T`` (>= 1).
+
+    Returns:
+        ``K`` int64 arrays of ``min(n, T)`` strictly increasing positions in ``[0, n)`` (one array of all ``n``
+        positions when ``n <= T``; the caller pads it to ``T`` with the last face, as training does).
+
+    Raises:
+        ValueError: ``n < 1`` or ``clip_length < 1``.
+    """
+    from faceforge.data.detection.clips import clip_positions
+
+    if n < 1 or clip_length < 1:
+        raise ValueError(f"need n >= 1 and clip_length >= 1, got n={n}, clip_length={clip_length}")
+    if n <= clip_length:
+        return [clip_positions(n, clip_length, "contiguous", 0.0)]
+    k_total = math.ceil(n / clip_length)
+    span = n - clip_length  # largest start
+    out = []
+    for k in range(k_total):
+        start = round(k * span / (k_total - 1))
+        # clip_positions' contiguous start is floor(u * (span + 1)): the middle of the start's bin gives it exactly
+        out.append(clip_positions(n, clip_length, "contiguous", (start + 0.5) / (span + 1)))
+    return out
 
 
 @dataclass
@@ -155,7 +213,8 @@ class FaceScore:
         face: rank of the face in its frame (0 = most confident detection).
         box: ``[x1, y1, x2, y2]`` detector box, frame pixels.
         detection_prob: MTCNN's face probability.
-        p_fake: the network's P(fake) for the crop.
+        p_fake: the network's P(fake) for the crop; None for a clip model, which scores clips, not faces (see
+            :attr:`InputResult.clips`).
     """
 
     frame: int
@@ -163,7 +222,7 @@ class FaceScore:
     face: int
     box: list[float]
     detection_prob: float
-    p_fake: float
+    p_fake: float | None
 
 
 @dataclass
@@ -173,13 +232,18 @@ class InputResult:
     Attributes:
         path: the input file.
         kind: ``image`` or ``video``.
-        status: ``ok``, ``no_face`` (no face detected anywhere) or ``error`` (unreadable / undecodable).
+        status: ``ok``, ``no_face`` (no face detected anywhere) or ``error`` (unreadable / undecodable, or an
+            image given to a clip model).
         message: why, for ``no_face`` / ``error`` (names the file); empty when ok.
-        p_fake: P(fake) of the input (image: its most suspicious face; video: aggregated frames), or None.
+        p_fake: P(fake) of the input (image: its most suspicious face; video: aggregated frames, or clips for a
+            clip model), or None.
         decision: ``fake`` / ``real``, or None when not ok.
         confidence: probability of the decided class, or None.
-        frames: ``[{"frame", "time_s", "p_fake"}]`` per frame with a face (videos and images alike).
-        faces: every scored face (:class:`FaceScore`).
+        frames: ``[{"frame", "time_s", "p_fake"}]`` per frame with a face (videos and images alike); empty for a
+            clip model.
+        clips: clip models only, per clip in order: ``{"clip": k, "frames": [frame indices of its faces],
+            "length": valid faces, "padding": repeats of the last face, "start_s", "end_s", "p_fake"}``.
+        faces: every scored face (:class:`FaceScore`; for a clip model the faces its clips were made of).
         frames_sampled: frames decoded and searched (1 for an image).
     """
 
@@ -191,6 +255,7 @@ class InputResult:
     decision: str | None = None
     confidence: float | None = None
     frames: list[dict[str, Any]] = field(default_factory=list)
+    clips: list[dict[str, Any]] = field(default_factory=list)
     faces: list[FaceScore] = field(default_factory=list)
     frames_sampled: int = 0
 
@@ -239,6 +304,9 @@ def _decide(p: float, threshold: float) -> tuple[str, float]:
 class Predictor:
     """Scores images and videos with a :class:`DetectorModel` after training's face extraction.
 
+    A frame model scores every face; a clip model scores clips of a video's faces and refuses images (see the
+    module docstring).
+
     Args:
         model: from :func:`load_detector`.
         num_frames: frames sampled evenly per video (0: every frame).
@@ -280,6 +348,23 @@ class Predictor:
             out.append(torch.sigmoid(self.model.task(batch).float()).double().numpy())
         return np.concatenate(out)
 
+    @torch.no_grad()
+    def score_clips(self, clips: Sequence[np.ndarray], lengths: Sequence[int]) -> np.ndarray:
+        """P(fake) of clips with a clip model, as a (N,) float64 array.
+
+        Args:
+            clips: uint8 RGB ``(T, S, S, 3)`` stacks at the network's size (padded to ``T`` with the last face).
+            lengths: valid faces of each clip (1..T); the network ignores the padding.
+        """
+        if not clips:
+            return np.zeros(0, dtype=np.float64)
+        out = []
+        for i in range(0, len(clips), self.batch_size):
+            batch = torch.from_numpy(np.stack(clips[i:i + self.batch_size])).permute(0, 1, 4, 2, 3).contiguous()
+            lens = torch.as_tensor(list(lengths[i:i + self.batch_size]), dtype=torch.int64)
+            out.append(torch.sigmoid(self.model.task(batch, lens).float()).double().numpy())
+        return np.concatenate(out)
+
     def faces_in(self, frame: np.ndarray) -> list[tuple[np.ndarray, list[float], float]]:
         """The face crops of one (H, W, 3) uint8 RGB frame: ``(crop, box, detection prob)`` per face."""
         from faceforge.data.core.image_io import resize_image
@@ -314,18 +399,48 @@ class Predictor:
             where = f"{result.frames_sampled} sampled frames" if result.kind == "video" else "the image"
             result.status, result.message = "no_face", f"{result.path}: no face found in {where}"
             return result
-        frame_p = torch.tensor([f["p_fake"] for f in result.frames], dtype=torch.float32)
-        if result.kind == "video" and len(frame_p) > 1:
+        self._conclude(result, [f["p_fake"] for f in result.frames])
+        return result
+
+    def _conclude(self, result: InputResult, scores: list[float]) -> None:
+        """Set the input's P(fake), decision and confidence from its frame (or clip) scores."""
+        item_p = torch.tensor(scores, dtype=torch.float32)
+        if result.kind == "video" and len(item_p) > 1:
             from faceforge.metrics.detection import aggregate_by_video
 
-            zeros = torch.zeros(len(frame_p), dtype=torch.long)
-            vp, _, _ = aggregate_by_video(frame_p, zeros, zeros, how=self.model.video_aggregation,
+            zeros = torch.zeros(len(item_p), dtype=torch.long)
+            vp, _, _ = aggregate_by_video(item_p, zeros, zeros, how=self.model.video_aggregation,
                                           threshold=self.model.threshold)
             p = float(vp[0])
         else:
-            p = float(frame_p.max())
+            p = float(item_p.max())
         result.p_fake = p
         result.decision, result.confidence = _decide(p, self.model.threshold)
+
+    def _finish_clips(self, result: InputResult, per_frame: list[tuple[int, float, list]]) -> InputResult:
+        """Clip-model scoring of a video's ``per_frame`` faces (see the module docstring) into ``result``."""
+        used = [(index, t, faces[0]) for index, t, faces in per_frame if faces]  # most confident face per frame
+        for index, t, (_, box, det_prob) in used:
+            result.faces.append(FaceScore(frame=index, time_s=round(t, 4), face=0, box=box,
+                                          detection_prob=det_prob, p_fake=None))
+        if not used:
+            result.status = "no_face"
+            result.message = f"{result.path}: no face found in {result.frames_sampled} sampled frames"
+            return result
+        length = int(self.model.clip_length)  # type: ignore[arg-type]
+        placed = covering_clip_positions(len(used), length)
+        stacks, lengths = [], []
+        for pos in placed:
+            take = np.r_[pos, np.full(length - len(pos), pos[-1], dtype=np.int64)]  # pad as training does
+            stacks.append(np.stack([used[j][2][0] for j in take.tolist()]))
+            lengths.append(len(pos))
+        probs = self.score_clips(stacks, lengths)
+        for k, (pos, p) in enumerate(zip(placed, probs.tolist())):
+            first, last = used[int(pos[0])], used[int(pos[-1])]
+            result.clips.append({"clip": k, "frames": [used[j][0] for j in pos.tolist()], "length": len(pos),
+                                 "padding": length - len(pos), "start_s": round(first[1], 4),
+                                 "end_s": round(last[1], 4), "p_fake": float(p)})
+        self._conclude(result, [c["p_fake"] for c in result.clips])
         return result
 
     # ---------------------------------------------------------------- inputs
@@ -334,6 +449,12 @@ class Predictor:
         from faceforge.data.core.image_io import read_rgb_image
 
         result = InputResult(path=str(path), kind="image", frames_sampled=1)
+        if self.model.is_clip_model:
+            result.status = "error"
+            result.message = (f"{path}: {self.model.architecture} is a clip model: it scores clips of "
+                              f"{self.model.clip_length} consecutive faces of a video and cannot score a single "
+                              f"image; give it a video, or use a frame model (e.g. model=meso4) for images")
+            return result
         try:
             image = read_rgb_image(path, data=data)
         except FaceforgeError as exc:
@@ -373,6 +494,8 @@ class Predictor:
         except FaceforgeError as exc:
             result.status, result.message = "error", str(exc)
             return result
+        if self.model.is_clip_model:
+            return self._finish_clips(result, per_frame)
         return self._finish(result, per_frame)
 
     def predict(self, inputs: Sequence[str | Path], progress: bool | None = None,
@@ -412,12 +535,26 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+#: Clips a table note lists by their frames before it only counts the rest.
+MAX_TABLE_CLIPS = 4
+
+
+def _clips_note(clips: Sequence[dict[str, Any]]) -> str:
+    """``"3 clips: frames 0-93 (0.71), ..."`` for a clip model's result (the frames each clip covers)."""
+    shown = ", ".join(f"frames {c['frames'][0]}-{c['frames'][-1]} ({c['p_fake']:.3f})"
+                      for c in clips[:MAX_TABLE_CLIPS])
+    more = f", +{len(clips) - MAX_TABLE_CLIPS} more" if len(clips) > MAX_TABLE_CLIPS else ""
+    return f"{len(clips)} clip{'s' if len(clips) != 1 else ''}: {shown}{more}"
+
+
 def format_table(results: Iterable[InputResult]) -> str:
-    """A plain-text table: one line per input (file, kind, faces, P(fake), decision, confidence, note)."""
+    """A plain-text table: one line per input (file, kind, faces, P(fake), decision, confidence, note); for a clip
+    model the note lists the clips (first and last frame, P(fake))."""
     rows = [("input", "kind", "faces", "P(fake)", "decision", "confidence", "note")]
     for r in results:
+        note = r.message.replace(r.path + ": ", "", 1) if r.message else _clips_note(r.clips) if r.clips else ""
         rows.append((r.path, r.kind, str(len(r.faces)), _fmt(r.p_fake), r.decision or r.status,
-                     _fmt(r.confidence), r.message.replace(r.path + ": ", "", 1) if r.message else ""))
+                     _fmt(r.confidence), note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -430,24 +567,32 @@ def results_to_json(results: Sequence[InputResult], model: DetectorModel | None 
     if model is not None:
         info = {"path": model.path, "source": model.source, "architecture": model.architecture,
                 "image_size": model.image_size, "margin": model.margin, "threshold": model.threshold,
-                "video_aggregation": model.video_aggregation}
+                "video_aggregation": model.video_aggregation, "clip_length": model.clip_length}
     return {"model": info, "inputs": [r.to_dict() for r in results]}
 
 
 def results_to_csv(results: Sequence[InputResult]) -> str:
-    """CSV text, one row per scored face (inputs without a face get one row with empty face columns)."""
+    """CSV text, one row per scored face (frame models) or per clip (clip models: ``clip``, ``clip_frames`` = the
+    frame indices it covers separated by spaces, ``p_fake_clip``; ``frame`` / ``time_s`` are its first face's);
+    inputs with nothing scored get one row with empty face and clip columns."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["input", "kind", "status", "p_fake_input", "decision", "confidence", "frame", "time_s", "face",
-                "x1", "y1", "x2", "y2", "detection_prob", "p_fake_face", "message"])
+                "x1", "y1", "x2", "y2", "detection_prob", "p_fake_face", "clip", "clip_frames", "p_fake_clip",
+                "message"])
     for r in results:
         head = [r.path, r.kind, r.status, _fmt(r.p_fake, 6) if r.p_fake is not None else "", r.decision or "",
                 _fmt(r.confidence, 6) if r.confidence is not None else ""]
+        if r.clips:
+            for c in r.clips:
+                w.writerow(head + [c["frames"][0], c["start_s"]] + [""] * 7
+                           + [c["clip"], " ".join(str(i) for i in c["frames"]), f"{c['p_fake']:.6f}", r.message])
+            continue
         if not r.faces:
-            w.writerow(head + [""] * 9 + [r.message])
+            w.writerow(head + [""] * 12 + [r.message])
         for f in r.faces:
             w.writerow(head + [f.frame, f.time_s, f.face, *(f"{b:.2f}" for b in f.box), f"{f.detection_prob:.6f}",
-                               f"{f.p_fake:.6f}", r.message])
+                               "" if f.p_fake is None else f"{f.p_fake:.6f}", "", "", "", r.message])
     return buf.getvalue()
 
 
