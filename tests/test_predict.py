@@ -1,9 +1,13 @@
 """``faceforge predict``: the MesoNet authors' weights on their own test images and on real DFDC videos, through the
-same face extraction as training; bad inputs are reported and the rest goes on."""
+same face extraction as training; bad inputs are reported and the rest goes on. A briefly trained ResNeXt-LSTM clip
+checkpoint scores a real DFDC video as clips of consecutive faces and refuses a single image."""
 from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ from faceforge.inference.detection import (
     InputResult,
     Predictor,
     collect_inputs,
+    covering_clip_positions,
     format_table,
     load_detector,
 )
@@ -112,3 +117,88 @@ def test_inputs_are_collected_from_folders(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="does not exist"):
         collect_inputs([tmp_path / "nope"])
     assert InputResult(path="x", kind="image").to_dict()["status"] == "ok"
+
+
+# ---------------------------------------------------------------------------------------------- clip models
+CLIP_LENGTH = 4
+
+
+@pytest.fixture(scope="module")
+def clip_ckpt(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ResNeXt-LSTM checkpoint (tiny backbone, 48 px, clips of 4) trained for one short epoch."""
+    root = tmp_path_factory.mktemp("clip_model")
+    args = ["model=resnext_lstm", "model.net.backbone=tiny", "model.net.hidden_size=32", "model.optimizer.lr=1e-3",
+            "data.image_size=48", "data.builder.num_videos=12", "data.builder.frames_per_video=6",
+            f"data.clip_length={CLIP_LENGTH}", "data.batch_size=4", "trainer.max_epochs=1", "logger=csv",
+            f"paths.log_dir={root / 'logs'}", f"paths.data_dir={root / 'data'}"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=project_root, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    found = sorted(root.glob("logs/**/checkpoints/last.ckpt")) or sorted(root.glob("logs/**/checkpoints/*.ckpt"))
+    assert found, f"train.py wrote no checkpoint under {root}"
+    return found[-1]
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 6, 9, 32, 33])
+def test_covering_clips_are_consecutive_and_cover_every_face(n: int) -> None:
+    clips = covering_clip_positions(n, CLIP_LENGTH)
+    assert len(clips) == max(1, -(-n // CLIP_LENGTH))
+    for pos in clips:
+        assert len(pos) == min(n, CLIP_LENGTH) and np.all(np.diff(pos) == 1)  # consecutive faces
+    assert sorted(set(np.concatenate(clips).tolist())) == list(range(n))  # nothing left out
+    assert clips[0][0] == 0 and clips[-1][-1] == n - 1
+
+
+def test_clip_model_loads_with_its_recorded_input(clip_ckpt: Path) -> None:
+    model = load_detector(clip_ckpt)
+    assert model.is_clip_model and model.clip_length == CLIP_LENGTH
+    assert model.image_size == 48 and model.architecture == "ResNeXtLSTM"
+
+
+def test_clip_model_on_a_dfdc_video_and_an_image(clip_ckpt: Path, fixtures_dir: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    video = sorted((fixtures_dir / "videos" / "dfdc").glob("*.mp4"))[0]
+    image = fixtures_dir / "mesonet" / "test_images" / "real" / "real00240.jpg"
+    code = main(["predict", str(clip_ckpt), str(video), str(image), "--frames", "6", "--no-progress",
+                 "--json", str(tmp_path / "out.json"), "--csv", str(tmp_path / "out.csv")])
+    assert code == 1  # the image failed, as any failed input does
+    captured = capsys.readouterr()
+    assert "real00240.jpg" in captured.err and "clip model" in captured.err and "single image" in captured.err
+    assert video.name in captured.out and "2 clips: frames" in captured.out  # the table lists the clips
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["model"]["clip_length"] == CLIP_LENGTH and report["model"]["image_size"] == 48
+    vid, img = report["inputs"]
+    assert img["status"] == "error" and "real00240.jpg" in img["message"] and img["p_fake"] is None
+    assert vid["status"] == "ok" and 0.0 <= vid["p_fake"] <= 1.0, vid["message"]
+    face_frames = [f["frame"] for f in vid["faces"]]
+    assert vid["frames_sampled"] == 6 and len(face_frames) == 6 and vid["frames"] == []  # no per-frame scores
+    assert [c["frames"] for c in vid["clips"]] == [face_frames[:4], face_frames[2:]]  # 6 faces -> 2 clips of 4
+    assert all(0.0 <= c["p_fake"] <= 1.0 and c["length"] == CLIP_LENGTH and c["padding"] == 0 for c in vid["clips"])
+    assert vid["p_fake"] == pytest.approx(np.mean([c["p_fake"] for c in vid["clips"]]))  # "mean" aggregation
+    assert vid["decision"] == ("fake" if vid["p_fake"] >= 0.5 else "real")
+    rows = [r for r in csv.DictReader((tmp_path / "out.csv").open()) if r["kind"] == "video"]
+    assert [r["clip_frames"] for r in rows] == [" ".join(map(str, c["frames"])) for c in vid["clips"]]
+
+
+def test_short_videos_are_padded_and_the_padding_ignored(clip_ckpt: Path) -> None:
+    """Fewer faces than ``clip_length``: one clip padded with the last face, scored as if the padding were absent."""
+    import torch
+
+    model = load_detector(clip_ckpt)
+    predictor = Predictor(model, crops=True)
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(2)]
+    per_frame = [(10, 0.4, [(crops[0], [0.0, 0.0, 48.0, 48.0], 1.0)]), (20, 0.8, []),  # frame 20: no face
+                 (30, 1.2, [(crops[1], [0.0, 0.0, 48.0, 48.0], 1.0)])]
+    r = predictor._finish_clips(InputResult(path="short.mp4", kind="video", frames_sampled=3), per_frame)
+    assert r.status == "ok" and len(r.clips) == 1
+    clip = r.clips[0]
+    assert clip["frames"] == [10, 30] and clip["length"] == 2 and clip["padding"] == CLIP_LENGTH - 2
+    with torch.no_grad():
+        alone = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)[None]
+        expected = torch.sigmoid(model.task(alone, torch.tensor([2]))).item()
+    assert clip["p_fake"] == pytest.approx(expected, abs=1e-5)
+    assert r.p_fake == pytest.approx(clip["p_fake"])
+    empty = predictor._finish_clips(InputResult(path="none.mp4", kind="video", frames_sampled=3), [(0, 0.0, [])])
+    assert empty.status == "no_face" and "none.mp4" in empty.message
