@@ -56,6 +56,7 @@ an eye corner's column is empty. Samples without ground-truth eye corners, or wi
 ground-truth volume, get NaN (skipped in the mean, counted by ``n_mesh_nme``). Whole closed meshes are compared
 (the VRN volume's back and sides included, on both sides alike), not a cropped face region. The trivial
 baseline's mesh NME (the mean training volume's mesh against each ground truth) is ``baseline_mesh_nme``.
+Per-sample values are rounded to :data:`MESH_NME_DECIMALS` decimals (see there: DDP reproducibility).
 Costs a marching cubes and an ICP per sample (tens of milliseconds at 64^3); switch it off with
 ``mesh_nme=False`` for paper-size test sets.
 """
@@ -121,6 +122,10 @@ RECONSTRUCTION_COLUMNS: tuple[tuple[str, str], ...] = (
 #: ICP iteration cap of the test-time mesh NME (both meshes share the voxel frame: ICP starts at the identity and
 #: converges in a few iterations).
 MESH_NME_ICP_ITERATIONS = 20
+#: Decimals the per-sample mesh NME is rounded to. The float32 logits of one sample differ at rounding level with
+#: the batch it was computed in (e.g. 1 process vs 2 DDP ranks), and the marching-cubes surface carries that into
+#: the ~1e-9 digits of the NME; rounding keeps the reported numbers the same (IoU is immune: it thresholds).
+MESH_NME_DECIMALS = 6
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.RMSprop", "lr": 1.0e-4}
 DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "milestones": [40], "gamma": 0.1}
 
@@ -523,7 +528,8 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
     def _mesh_nmes(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor,
                    target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample mesh NME of the prediction and of the trivial baseline, (B,) float64 each (NaN where not
-        computable or ``mesh_nme`` is off); see the module docstring for the protocol."""
+        computable or ``mesh_nme`` is off; rounded to :data:`MESH_NME_DECIMALS` decimals); see the module docstring
+        for the protocol."""
         bs = logits.shape[0]
         pred_col = torch.full((bs,), float("nan"), dtype=torch.float64)
         base_col = torch.full((bs,), float("nan"), dtype=torch.float64)
@@ -548,9 +554,11 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
                 continue
             pred_pts = _mesh_points(probs[i], iso)
             if pred_pts is not None:
-                pred_col[i] = mesh_nme(pred_pts, gt_pts, d, icp_iterations=MESH_NME_ICP_ITERATIONS)
+                pred_col[i] = round(mesh_nme(pred_pts, gt_pts, d, icp_iterations=MESH_NME_ICP_ITERATIONS),
+                                    MESH_NME_DECIMALS)
             if self._baseline_points is not None:
-                base_col[i] = mesh_nme(self._baseline_points, gt_pts, d, icp_iterations=MESH_NME_ICP_ITERATIONS)
+                base_col[i] = round(mesh_nme(self._baseline_points, gt_pts, d,
+                                             icp_iterations=MESH_NME_ICP_ITERATIONS), MESH_NME_DECIMALS)
         return pred_col, base_col
 
     def _update_baseline(self, batch: Mapping[str, torch.Tensor], target: torch.Tensor, yaw: torch.Tensor | None,
