@@ -108,6 +108,7 @@ class CropSource:
         read_stats: image conversions met while decoding.
         built: True if :meth:`ensure` built the files, False if it found them.
         path: the main file or folder of the store (for reports).
+        meta_path: the side-car JSON its build writes last.
     """
 
     image_size: int
@@ -116,11 +117,34 @@ class CropSource:
     read_stats: ImageReadStats
     built: bool
     path: Path
+    meta_path: Path  # the side-car JSON a build writes last (key, shape, errors, read statistics)
     _ready: bool
     _sorter: np.ndarray | None
 
     def ensure(self) -> CropSource:
-        """Build the store if missing (or stale), else load its side-car; returns ``self``."""
+        """Build the store if it is missing, stale or incomplete (:meth:`is_built`, :meth:`_build`), else load the
+        side-car its build wrote. Returns ``self``.
+
+        Crops that cannot be decoded (:class:`~faceforge.data.core.image_io.ImageReadError`) are listed in
+        :attr:`errors` (callers drop those rows and count them in their report).
+
+        Raises:
+            CropCacheError: not enough free disk space for what is still to write, or a file cannot be written.
+        """
+        if self.is_built():
+            self._load_side_meta(json.loads(self.meta_path.read_text(encoding="utf-8")))
+            self.built = False
+        else:
+            self._build()
+            self.built = True
+        self._ready = True
+        return self
+
+    def is_built(self) -> bool:
+        """Whether a complete store for these crops and this size is on disk."""
+        raise NotImplementedError
+
+    def _build(self) -> None:
         raise NotImplementedError
 
     def get(self, row: int) -> np.ndarray:
@@ -258,23 +282,6 @@ class CropCache(CropSource):
         expected = self.path.stat().st_size >= int(np.prod(self.shape))
         return meta.get("key") == self.key and tuple(meta.get("shape", ())) == self.shape and expected
 
-    def ensure(self) -> CropCache:
-        """Build the cache file if it is missing (or stale), else load its side-car. Returns ``self``.
-
-        Crops that cannot be decoded (:class:`~faceforge.data.core.image_io.ImageReadError`) are stored as zeros and
-        listed in :attr:`errors` (callers drop those rows and count them in their report).
-
-        Raises:
-            CropCacheError: not enough free disk space, or the files cannot be written.
-        """
-        if self.is_built():
-            self._load_side_meta(json.loads(self.meta_path.read_text(encoding="utf-8")))
-            self.built = False
-        else:
-            self._build()
-            self.built = True
-        self._ready = True
-        return self
 
     def _build(self) -> None:
         n, s = len(self.crop_paths), self.image_size

@@ -169,22 +169,6 @@ class EncodedCropStore(CropSource):
             return False
         return meta.get("key") == self.key and meta.get("rows") == len(self.crop_paths)
 
-    def ensure(self) -> EncodedCropStore:
-        """Build the store if it is missing or incomplete (finished shards are kept), else load its side-car.
-
-        Returns ``self``. Crops that cannot be decoded are listed in :attr:`errors`.
-
-        Raises:
-            CropCacheError: not enough free disk space for the shards still to write, or a file cannot be written.
-        """
-        if self.is_built():
-            self._load_side_meta(json.loads(self.meta_path.read_text(encoding="utf-8")))
-            self.built = False
-        else:
-            self._build()
-            self.built = True
-        self._ready = True
-        return self
 
     def _build(self) -> None:
         ranges = self.shard_ranges()
