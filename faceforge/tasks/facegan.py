@@ -80,6 +80,8 @@ class FaceGANTask(VolumeRegressionTask):
             BCE's).
         num_noise_meshes: shapes decoded from noise and saved as meshes per validation epoch (0 for none).
         noise_seed: seed of those noise codes (the same codes every epoch).
+        mesh_nme, mesh_frame: as for :class:`~faceforge.tasks.reconstruction.VolumeRegressionTask` (test-time mesh
+            NME; the frame of the written meshes).
 
     Raises:
         ReconstructionTaskError: a network without generator / discriminator, another variant, negative weights
@@ -93,7 +95,8 @@ class FaceGANTask(VolumeRegressionTask):
                  num_val_meshes: int = 2, mesh_format: str = "glb", loss_reduction: str = "mean",
                  monitor: str = "val/iou", monitor_mode: str = "max", num_noise_meshes: int = 2,
                  noise_seed: int = 0, net_spec: str | None = None,
-                 input: Mapping[str, Any] | None = None) -> None:  # the config's model.input block
+                 input: Mapping[str, Any] | None = None,  # the config's model.input block
+                 mesh_nme: bool = True, mesh_frame: str = "display") -> None:
         if variant != "facegan":
             raise ReconstructionTaskError(f"FaceGANTask: variant must be 'facegan', got {variant!r}")
         if not (hasattr(net, "generator") and hasattr(net, "discriminator")):
@@ -106,7 +109,8 @@ class FaceGANTask(VolumeRegressionTask):
         discriminator_optimizer = dict(discriminator_optimizer) if discriminator_optimizer is not None else None
         super().__init__(net=net, variant="vrn", optimizer=optimizer, scheduler=None, iou_threshold=iou_threshold,
                          num_val_meshes=num_val_meshes, mesh_format=mesh_format, loss_reduction=loss_reduction,
-                         monitor=monitor, monitor_mode=monitor_mode, net_spec=net_spec, input=input)
+                         monitor=monitor, monitor_mode=monitor_mode, net_spec=net_spec, input=input,
+                         mesh_nme=mesh_nme, mesh_frame=mesh_frame)
         input = dict(input) if input is not None else None  # a plain dict hyperparameter
         # this class's own arguments only (they rebuild it from a checkpoint, faceforge.tasks.checkpointing): the
         # parent's save_hyperparameters recorded its own (variant "vrn", scheduler, ...), which Lightning would merge
