@@ -1,5 +1,7 @@
 """Metrics are exact across ranks: for each task family, evaluate.py on 2 CPU processes (DDP over gloo,
-``trainer=ddp_sim``) reports the same test metrics as on 1 process, over the same data and checkpoint.
+``trainer=ddp_sim``) reports the same test metrics as on 1 process, over the same data and checkpoint (equal to
+float rounding; mesh NME, a continuous surface measure of float32 network outputs that vary at rounding level with
+the batch a sample is in, to a relative 1e-4).
 
 Each test trains a tiny model for one epoch (one process), then evaluates its best checkpoint twice. The 3D test
 splits hold 7 samples, so the two ranks get uneven shares (4 and 3): a sampler that padded with repeats would count
@@ -61,7 +63,12 @@ def test_two_process_evaluation_equals_one_process(family: str, tmp_path: Path, 
         other = two[key]
         if math.isnan(value):
             assert math.isnan(other), key
-        else:  # sums of per-sample values may add in another order across ranks: equal to rounding
+        elif "mesh_nme" in key:
+            # a continuous surface metric: a sample's float32 logits differ at rounding level with the batch it is
+            # in (on 2 ranks the batches hold other samples), which moves marching-cubes vertices by ~1e-5 voxel;
+            # a missing or repeated sample would move the mean by orders of magnitude more
+            assert other == pytest.approx(value, rel=1e-4), key
+        else:  # thresholded and ranked metrics are exact; sums may add in another order across ranks
             assert other == pytest.approx(value, rel=1e-9, abs=1e-12), key
     counts = {k: v for k, v in one.items() if k.split(".")[-1] in ("n", "n_videos", "n_landmarks")}
     assert counts and all(two[k] == v for k, v in counts.items())
