@@ -40,6 +40,7 @@ import logging
 import os
 import shutil
 import threading
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def check_free_space(folder: Path, needed: int, what: str, instead: str) -> None
             f"({free / 2**30:.2f} GiB) free; {instead}")
 
 
-class CropSource:
+class CropSource(ABC):
     """What the face datasets read crops from: one crop per row of the face index it was made from.
 
     Subclasses (:class:`CropCache`, :class:`~faceforge.data.detection.crop_store.EncodedCropStore`) build their
@@ -121,6 +122,29 @@ class CropSource:
     _ready: bool
     _sorter: np.ndarray | None
 
+    def __init__(self, index: FaceIndex, image_size: int, cache_dir: str | Path | None, interpolation: str,
+                 num_threads: int | None) -> None:
+        """The settings every store shares (see the subclasses for the arguments).
+
+        Raises:
+            ValueError: ``image_size`` < 1 or an unknown ``interpolation``.
+        """
+        if int(image_size) < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {INTERPOLATIONS}")
+        self.root = Path(index.root)
+        self.image_size = int(image_size)
+        self.interpolation = interpolation
+        self.num_threads = int(num_threads or min(8, os.cpu_count() or 1))
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / CACHE_DIRNAME
+        self.crop_paths = index.columns["crop_path"]  # a StringColumn: compact, shared with the index
+        self.errors = {}
+        self.read_stats = ImageReadStats()
+        self.built = False
+        self._ready = False
+        self._sorter = None
+
     def ensure(self) -> CropSource:
         """Build the store if it is missing, stale or incomplete (:meth:`is_built`, :meth:`_build`), else load the
         side-car its build wrote. Returns ``self``.
@@ -140,16 +164,17 @@ class CropSource:
         self._ready = True
         return self
 
+    @abstractmethod
     def is_built(self) -> bool:
         """Whether a complete store for these crops and this size is on disk."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _build(self) -> None:
-        raise NotImplementedError
+        """Write the store's files, the side-car last."""
 
+    @abstractmethod
     def get(self, row: int) -> np.ndarray:
         """The crop of store row ``row`` as a fresh, writable ``(S, S, 3)`` uint8 RGB array."""
-        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.crop_paths)
@@ -240,25 +265,11 @@ class CropCache(CropSource):
 
     def __init__(self, index: FaceIndex, image_size: int = 256, cache_dir: str | Path | None = None,
                  interpolation: str = "area", num_threads: int | None = None) -> None:
-        if int(image_size) < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {INTERPOLATIONS}")
-        self.root = Path(index.root)
-        self.image_size = int(image_size)
-        self.interpolation = interpolation
-        self.num_threads = int(num_threads or min(8, os.cpu_count() or 1))
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / CACHE_DIRNAME
-        self.crop_paths = index.columns["crop_path"]  # a StringColumn: compact, shared with the index
+        super().__init__(index, image_size, cache_dir, interpolation, num_threads)
         self.key = self._compute_key()
         stem = f"crops_{self.image_size}px_{self.key}"
         self.path = self.cache_dir / f"{stem}.npy"
         self.meta_path = self.cache_dir / f"{stem}.json"
-        self.errors: dict[int, str] = {}
-        self.read_stats = ImageReadStats()
-        self.built = False
-        self._ready = False
-        self._sorter: np.ndarray | None = None
         self._mm: np.ndarray | None = None
 
     # ------------------------------------------------------------------ key

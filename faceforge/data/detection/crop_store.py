@@ -43,21 +43,13 @@ from typing import Any
 import numpy as np
 
 from faceforge.data.core.image_io import (
-    INTERPOLATIONS,
     ImageConversionWarning,
     ImageReadError,
     ImageReadStats,
     read_rgb_image,
     resize_image,
 )
-from faceforge.data.detection.crop_cache import (
-    CACHE_DIRNAME,
-    CropCache,
-    CropCacheError,
-    CropSource,
-    check_free_space,
-    crop_file_stats,
-)
+from faceforge.data.detection.crop_cache import CropCache, CropCacheError, CropSource, check_free_space, crop_file_stats
 from faceforge.data.detection.face_index import FaceIndex
 from faceforge.utils.atomic import atomic_path, atomic_write_json
 
@@ -96,28 +88,14 @@ class EncodedCropStore(CropSource):
     def __init__(self, index: FaceIndex, image_size: int = 256, cache_dir: str | Path | None = None,
                  interpolation: str = "area", num_threads: int | None = None,
                  shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
-        if int(image_size) < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
         if int(shard_bytes) < 1:
             raise ValueError(f"shard_bytes must be >= 1, got {shard_bytes}")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {interpolation!r}; choose one of {INTERPOLATIONS}")
-        self.root = Path(index.root)
-        self.image_size = int(image_size)
-        self.interpolation = interpolation
-        self.num_threads = int(num_threads or min(8, os.cpu_count() or 1))
+        super().__init__(index, image_size, cache_dir, interpolation, num_threads)
         self.shard_bytes = int(shard_bytes)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / CACHE_DIRNAME
-        self.crop_paths = index.columns["crop_path"]  # a StringColumn: compact, shared with the index
         self._file_stats = crop_file_stats(self.root, self.crop_paths)
         self.key = self._compute_key()
         self.path = self.cache_dir / f"crops_encoded_{self.key}"
         self.meta_path = self.path / STORE_META
-        self.errors: dict[int, str] = {}
-        self.read_stats = ImageReadStats()
-        self.built = False
-        self._ready = False
-        self._sorter: np.ndarray | None = None
         self._table: np.ndarray | None = None
         self._shards: dict[int, np.ndarray] = {}
 
