@@ -365,12 +365,11 @@ def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(extr
     """SIGKILL of ``faceforge-extract-faces --workers 2`` mid-run: its workers die with it (issue 8: they used to
     stay alive in futex_wait), and rerunning the same command completes an index byte-identical to an
     uninterrupted run's."""
-    import signal
     import subprocess
     import sys
     import time
 
-    from tests.test_runner import _alive, _children
+    from tests.test_runner import _children, kill_parent, reap
 
     out_ref, _, _ = extracted
     out = tmp_path / "killed"
@@ -388,18 +387,9 @@ def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(extr
             time.sleep(0.05)
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
         assert len(workers) == 2, f"expected 2 workers, saw {sorted(workers)}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.1)
-        assert not [p for p in workers if _alive(p)], "workers outlived the killed extraction"
+        assert not kill_parent(proc, workers, timeout=15), "workers outlived the killed extraction"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        for p in workers:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        reap(proc, workers)
     assert not (out / "face_index.parquet").exists()  # the index is written last
     done = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,25 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def kill_parent(proc: subprocess.Popen, workers: Iterable[int], timeout: float = 10.0) -> list[int]:
+    """SIGKILL ``proc``, wait up to ``timeout`` s for ``workers`` to exit; return those still alive."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    return [p for p in workers if _alive(p)]
+
+
+def reap(proc: subprocess.Popen, workers: Iterable[int]) -> None:
+    """Kill whatever a test left running: the parent and any surviving worker."""
+    if proc.poll() is None:
+        proc.kill()
+    for p in workers:
+        if _alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
 def _children(pid: int) -> list[int]:
     """Pids of the live processes whose parent is ``pid`` (from /proc)."""
     kids = []
@@ -121,18 +141,9 @@ def _kill_parent_and_list_survivors(use_prctl: bool, poll_seconds: float) -> lis
                        if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
         assert len(workers) >= 2, "the pool did not start its workers"
         time.sleep(2.0)  # let the initializers run (they precede the first task)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.1)
-        return [p for p in workers if _alive(p)]
+        return kill_parent(parent, workers)
     finally:
-        if parent.poll() is None:
-            parent.kill()
-        for p in workers:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        reap(parent, workers)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")

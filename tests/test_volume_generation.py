@@ -9,7 +9,6 @@ index.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -433,12 +432,11 @@ def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(fixt
     """SIGKILL of ``faceforge-make-volumes --workers 2`` mid-run: its workers die with it (the shared runner), no
     index is left, and rerunning the same command reuses the finished shards and writes the index an uninterrupted
     run writes."""
-    import signal
     import subprocess
     import sys
     import time
 
-    from tests.test_runner import _alive, _children
+    from tests.test_runner import _children, kill_parent, reap
 
     root = tmp_path / "aflw"
     root.mkdir()
@@ -462,18 +460,9 @@ def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(fixt
                 break  # a shard is done: the run is in the middle
             time.sleep(0.02)
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.1)
-        assert not [p for p in workers if _alive(p)], "workers outlived the killed volume generation"
+        assert not kill_parent(proc, workers, timeout=15), "workers outlived the killed volume generation"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        for p in workers:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        reap(proc, workers)
     assert not (out / INDEX_FILENAME).exists()  # the index is written last
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
