@@ -34,12 +34,12 @@ def synth128(tmp_path_factory: pytest.TempPathFactory) -> FaceIndex:
 
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     kw = {"num_videos": 6, "frames_per_video": 2, "image_size": 48, "seed": 4, "jpeg_quality": (70, 90)}
-    a = build_synthetic_detection(tmp_path / "a", num_threads=1, **kw)
-    b = build_synthetic_detection(tmp_path / "b", num_threads=3, **kw)
+    a = build_synthetic_detection(tmp_path / "a", workers=1, **kw)
+    b = build_synthetic_detection(tmp_path / "b", workers=2, **kw)  # spawned workers (run_parallel)
     assert (tmp_path / "a" / INDEX_FILENAME).read_bytes() == (tmp_path / "b" / INDEX_FILENAME).read_bytes()
     for i in range(len(a)):
         np.testing.assert_array_equal(read_rgb_image(a.crop_file(i)), read_rgb_image(b.crop_file(i)))
-    c = build_synthetic_detection(tmp_path / "c", num_threads=1, **{**kw, "seed": 5})
+    c = build_synthetic_detection(tmp_path / "c", **{**kw, "seed": 5})
     assert not np.array_equal(read_rgb_image(a.crop_file(0)), read_rgb_image(c.crop_file(0)))
 
 
@@ -90,17 +90,50 @@ def test_failed_build_leaves_no_index(tmp_path: Path, monkeypatch: pytest.Monkey
     build_synthetic_detection(tmp_path, num_videos=6, frames_per_video=1, image_size=32, seed=0)
     assert (tmp_path / INDEX_FILENAME).is_file()
     calls = []
+    real_write = detection.atomic_write_bytes
 
-    def flaky(path: Path, rgb: np.ndarray) -> None:
+    def flaky(path: Path, data: bytes) -> None:
         calls.append(path)
         if len(calls) > 3:
             raise OSError("disk full (simulated)")
-        cv2.imwrite(str(path), rgb)
+        real_write(path, data)
 
-    monkeypatch.setattr(detection, "_write_png", flaky)
+    monkeypatch.setattr(detection, "atomic_write_bytes", flaky)
     with pytest.raises(OSError, match="simulated"):
-        build_synthetic_detection(tmp_path, num_videos=6, frames_per_video=1, image_size=32, seed=1, num_threads=1)
+        build_synthetic_detection(tmp_path, num_videos=6, frames_per_video=1, image_size=32, seed=1)
     assert not (tmp_path / INDEX_FILENAME).exists()
+
+
+def test_interrupted_build_resumes_with_an_identical_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prepared-dataset contract: a build stopped after two source groups leaves no index; the rerun renders
+    only the groups without a done-marker and writes an index byte-identical to an uninterrupted build's."""
+    kw = {"num_videos": 10, "frames_per_video": 2, "image_size": 32, "seed": 2}
+    build_synthetic_detection(tmp_path / "whole", **kw)
+    rendered: list[int] = []
+    real_render = detection._render_group_task
+
+    def stops_after_two(task):  # noqa: ANN001, ANN202
+        if len(rendered) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the third group
+        rendered.append(task.index)
+        return real_render(task)
+
+    monkeypatch.setattr(detection, "_render_group_task", stops_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        build_synthetic_detection(tmp_path / "resumed", **kw)
+    assert not (tmp_path / "resumed" / INDEX_FILENAME).exists()
+    assert len(list((tmp_path / "resumed" / detection.PARTS_DIR).glob("group-*.json"))) == 2
+    first = list(rendered)
+    rendered.clear()
+    monkeypatch.setattr(detection, "_render_group_task", lambda task: rendered.append(task.index) or real_render(task))
+    build_synthetic_detection(tmp_path / "resumed", **kw)
+    assert not set(rendered) & set(first) and len(first) + len(rendered) == 5  # 5 real videos = 5 groups
+    for name in (INDEX_FILENAME, META_FILENAME):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    # other arguments: the markers of this build are not reused (their digest names the arguments)
+    rendered.clear()
+    build_synthetic_detection(tmp_path / "resumed", **{**kw, "seed": 3})
+    assert len(rendered) == 5
 
 
 def _fine_detail(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
@@ -161,3 +194,53 @@ def test_renderer_is_resolution_independent_and_sane() -> None:
     assert len(poses) == 5 and len({p.dx for p in poses}) == 5
     img = capture(big.image, 4.0, rng)
     assert img.dtype == np.uint8 and 2.0 < np.std(img.astype(np.float32) - big.image * 255) < 6.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("data,overrides,marker,index", [
+    ("synthetic", ["data.builder.num_videos=120", "data.builder.frames_per_video=8", "data.image_size=128"],
+     "parts/group-*.json", "face_index.parquet"),
+    ("synthetic_3d", ["data.builder.num_samples=480", "+data.builder.shard_size=40"], "shards/part-*.json",
+     "volume_index.csv"),
+], ids=["detection", "3d"])
+def test_kill_9_of_prepare_leaves_no_worker_and_the_rerun_gives_the_same_index(tmp_path, data, overrides, marker,
+                                                                                index):
+    """Both synthetic builders run on the shared runner: SIGKILL of ``python prepare.py data=... workers=2``
+    mid-build leaves no worker and no index, and rerunning the command completes an index byte-identical to an
+    uninterrupted in-process build's (``workers=1``)."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_runner import _children, kill_parent, reap
+
+    root = Path(__file__).resolve().parents[1]
+
+    def argv(data_dir: Path, workers: int) -> list[str]:
+        return [sys.executable, "prepare.py", f"data={data}", f"paths.data_dir={data_dir}",
+                f"data.builder.workers={workers}", *overrides]
+
+    proc = subprocess.Popen(argv(tmp_path / "killed", 2), cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers |= {p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+            if any((tmp_path / "killed").rglob(marker)):
+                break  # a first group / shard is done: the build is in the middle
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()!r}"
+        assert len(workers) == 2, f"expected 2 workers, saw {sorted(workers)}"
+        assert not kill_parent(proc, workers, timeout=15), "workers outlived the killed build"
+    finally:
+        reap(proc, workers)
+    (folder,) = [p.parent.parent for p in (tmp_path / "killed").rglob(marker)][:1]
+    assert not (folder / index).exists()  # the index is written last
+    for data_dir, workers_n in ((tmp_path / "killed", 2), (tmp_path / "whole", 1)):
+        done = subprocess.run(argv(data_dir, workers_n), cwd=root, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    (whole,) = [p for p in (tmp_path / "whole").rglob(index)]
+    assert (folder / index).read_bytes() == whole.read_bytes()

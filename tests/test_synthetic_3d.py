@@ -32,7 +32,8 @@ INNER = slice(17, 68)
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("s3d")
-    build_synthetic_reconstruction(out, num_samples=12, size=SIZE, depth=SIZE, seed=5, num_threads=2)
+    # two spawned workers (run_parallel); test_deterministic_per_seed builds the same in this process
+    build_synthetic_reconstruction(out, num_samples=12, size=SIZE, depth=SIZE, seed=5, workers=2)
     return out
 
 
@@ -56,7 +57,7 @@ def test_written_like_volume_generation(built: Path) -> None:
 
 
 def test_deterministic_per_seed(built: Path, tmp_path: Path) -> None:
-    build_synthetic_reconstruction(tmp_path / "a", num_samples=12, size=SIZE, depth=SIZE, seed=5, num_threads=1)
+    build_synthetic_reconstruction(tmp_path / "a", num_samples=12, size=SIZE, depth=SIZE, seed=5, workers=1)
     assert (tmp_path / "a" / "volume_index.csv").read_text() == (built / "volume_index.csv").read_text()
     one, two = open_volume_store(built), open_volume_store(tmp_path / "a")
     for sid in one.sample_ids:
@@ -65,6 +66,40 @@ def test_deterministic_per_seed(built: Path, tmp_path: Path) -> None:
     build_synthetic_reconstruction(tmp_path / "b", num_samples=12, size=SIZE, depth=SIZE, seed=6)
     other = open_volume_store(tmp_path / "b")
     assert not np.array_equal(other.read_image(0), one.read_image(0))
+
+
+def test_interrupted_build_resumes_with_an_identical_index(built: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prepared-dataset contract: a build stopped inside its second shard leaves no index and one complete
+    shard; the rerun generates only the other shards' samples and writes the same index as an uninterrupted build."""
+    from faceforge.data.reconstruction import synthetic
+
+    generated: list[int] = []
+    real = synthetic._generate_sample
+
+    def stops_in_second_shard(task):  # noqa: ANN001, ANN202
+        if len(generated) == 6:
+            raise KeyboardInterrupt
+        generated.append(task.index)
+        return real(task)
+
+    kw = {"num_samples": 12, "size": SIZE, "depth": SIZE, "seed": 5, "shard_size": 5}
+    monkeypatch.setattr(synthetic, "_generate_sample", stops_in_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        build_synthetic_reconstruction(tmp_path, **kw)
+    assert not (tmp_path / "volume_index.csv").exists()
+    assert len(list((tmp_path / "shards").glob("part-*.json"))) == 1
+    generated.clear()
+    monkeypatch.setattr(synthetic, "_generate_sample", lambda task: generated.append(task.index) or real(task))
+    report = build_synthetic_reconstruction(tmp_path, **kw)
+    assert generated == list(range(5, 12)) and report["reused_shards"] == 1
+    # the same rows as the module's build (shard_size differs, so only the store columns may)
+    keep = [c for c, _ in INDEX_COLUMNS if c not in ("store_file", "store_row")]
+    resumed, whole = read_volume_index(tmp_path), read_volume_index(built)
+    assert [[str(r[c]) for c in keep] for r in resumed] == [[str(r[c]) for c in keep] for r in whole]
+    generated.clear()
+    build_synthetic_reconstruction(tmp_path, **kw)  # complete: nothing to generate
+    assert generated == []
 
 
 def test_stored_volume_is_the_surface_z_buffer(built: Path) -> None:

@@ -67,11 +67,11 @@ frames of generator version 1.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ import cv2
 import numpy as np
 
 from faceforge.data.core.prepared import PREPARE_REPORT, make_report
+from faceforge.data.core.runner import run_parallel
 from faceforge.data.detection.face_index import INDEX_FILENAMES, FaceIndex, format_landmarks
 from faceforge.data.detection.synthetic_faces import (
     FaceIdentity,
@@ -95,13 +96,16 @@ from faceforge.data.detection.synthetic_faces import (
     sample_scene,
     with_inner_face_of,
 )
-from faceforge.utils.atomic import atomic_path, atomic_write_json
+from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2
 DATASET = "synthetic"
 REAL_METHOD = "original"
+#: Folder of the per-group done-markers (``group-NNNNN-DIGEST.json``: the group's index rows, written after its
+#: crops), which let an interrupted build resume; DIGEST names the generator version and the parameters.
+PARTS_DIR = "parts"
 
 # rng stream tags (order-independent seeding: np.random.default_rng([seed, TAG, number]))
 _REAL, _FAKE, _SPLIT, _TEMPORAL = 0, 1, 2, 3
@@ -222,12 +226,18 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
                               test_fraction: float = 0.2, seed: int = 0,
                               methods: Sequence[str] = ("SynthSwap", "SynthBlend"),
                               jpeg_quality: tuple[int, int] | None = None,
-                              num_threads: int | None = None, temporal_artifacts: bool = True) -> FaceIndex:
+                              temporal_artifacts: bool = True, workers: int = 1,
+                              progress: bool = False) -> FaceIndex:
     """Generate the synthetic detection dataset into ``output_dir`` and return its face index.
 
-    Deterministic for a given ``seed`` and arguments (byte-identical crops and index, whatever ``num_threads``).
-    Atomic: an existing index in ``output_dir`` is removed first, each crop is written to a temporary file and
-    renamed, and the index is written last, so a killed build leaves no index (and the DataModule rebuilds).
+    Deterministic for a given ``seed`` and arguments (byte-identical crops and index, whatever ``workers``).
+    The prepared-dataset contract (:mod:`faceforge.data.core.prepared`): the source groups (a real video and the
+    fakes made from it) are rendered by :func:`~faceforge.data.core.runner.run_parallel` (spawned workers that die
+    with this process); this process writes each group's crops (temporary file + rename) and then its done-marker
+    ``parts/group-NNNNN-DIGEST.json`` (its index rows). An existing index is removed first and the index is
+    written last, so a killed build leaves no index, and the next build with the same arguments resumes: groups
+    with a done-marker and all their crops are not rendered again, and the index is byte-identical to an
+    uninterrupted build's.
 
     Args:
         output_dir: folder to write ``crops/`` and ``face_index.parquet`` into (created if missing).
@@ -242,9 +252,10 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
             temporal-only control, needs ``temporal_artifacts``).
         jpeg_quality: ``(low, high)``: every frame is JPEG re-compressed at a per-group quality drawn in
             ``[low, high]`` before it is stored as PNG; None (default) stores the captured frames losslessly.
-        num_threads: generator threads (default ``min(4, os.cpu_count())``).
         temporal_artifacts: fakes also flicker in colour and jitter in position from frame to frame (see the
             module docstring); False gives the frames of generator version 1.
+        workers: rendering processes (``<= 1``: in this process); the output does not depend on it.
+        progress: show a tqdm bar of the groups on stderr.
 
     Returns:
         The written :class:`~faceforge.data.detection.face_index.FaceIndex` (rows sorted by video, frame).
@@ -294,26 +305,42 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
         fakes_of[j % n_real].append((j, m, per_method[m]))
         per_method[m] += 1
 
+    params = {"num_videos": int(num_videos), "frames_per_video": int(frames_per_video),
+              "image_size": int(image_size), "fake_fraction": float(fake_fraction),
+              "val_fraction": float(val_fraction), "test_fraction": float(test_fraction), "seed": int(seed),
+              "methods": list(methods), "jpeg_quality": list(jpeg_quality) if jpeg_quality else None,
+              "temporal_artifacts": bool(temporal_artifacts)}
     for name in INDEX_FILENAMES:  # the index is written last: none while building
         (output_dir / name).unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(json.dumps([GENERATOR_VERSION, params], sort_keys=True).encode()).hexdigest()[:10]
+    for stale in (output_dir / PARTS_DIR).glob("group-*.json"):  # markers of a build with other arguments
+        if not stale.stem.endswith(f"-{digest}"):
+            stale.unlink()
+    tasks = [_GroupTask(i, tuple(fakes_of[i]), str(group_split[i]), int(frames_per_video), int(image_size),
+                        int(seed), tuple(jpeg_quality) if jpeg_quality else None, bool(temporal_artifacts))
+             for i in range(n_real)]
+    done: dict[int, list[dict[str, Any]]] = {}
+    for task in tasks:  # resume: groups an interrupted build finished
+        rows_done = _load_group_marker(output_dir, task, digest)
+        if rows_done is not None:
+            done[task.index] = rows_done
 
-    def group(i: int) -> list[dict[str, Any]]:
-        return _build_group(output_dir, i, fakes_of[i], str(group_split[i]), frames_per_video, image_size, seed,
-                            jpeg_quality, bool(temporal_artifacts))
+    def write_group(task: _GroupTask, result: tuple[list[dict[str, Any]], list[tuple[str, bytes]]]) -> None:
+        group_rows, pngs = result
+        for crop_rel, data in pngs:
+            (output_dir / crop_rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(output_dir / crop_rel, data)
+        atomic_write_json(_group_marker(output_dir, task, digest), {"rows": group_rows})  # after its crops
+        done[task.index] = group_rows
 
-    threads = int(num_threads or min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        rows = [r for rows in pool.map(group, range(n_real)) for r in rows]
+    run_parallel(tasks, _render_group_task, workers=int(workers), on_result=write_group,
+                 skip=lambda task: task.index in done, progress="videos (source groups)" if progress else False)
+    rows = [r for task in tasks for r in done[task.index]]
 
     meta = {
         "dataset": DATASET, "generator": "faceforge.data.detection.synthetic.build_synthetic_detection",
-        "generator_version": GENERATOR_VERSION,
-        "params": {"num_videos": int(num_videos), "frames_per_video": int(frames_per_video),
-                   "image_size": int(image_size), "fake_fraction": float(fake_fraction),
-                   "val_fraction": float(val_fraction), "test_fraction": float(test_fraction), "seed": int(seed),
-                   "methods": list(methods), "jpeg_quality": list(jpeg_quality) if jpeg_quality else None,
-                   "temporal_artifacts": bool(temporal_artifacts)},
+        "generator_version": GENERATOR_VERSION, "params": params,
         "sampling": "all frames of each synthetic video (frame_index 0..frames_per_video-1)",
         "detector": "none: the frames are the crops; boxes and landmarks are in crop pixels",
     }
@@ -332,10 +359,52 @@ def _at_least_one(x: float, fraction: float) -> int:
     return max(1, round(x)) if fraction > 0 else 0
 
 
-def _build_group(output_dir: Path, i: int, fakes: list[tuple[int, str, int]], split: str, num_frames: int,
-                 size: int, seed: int, jpeg_quality: tuple[int, int] | None,
-                 temporal_artifacts: bool = True) -> list[dict[str, Any]]:
-    """Render real video ``i`` and the fakes made from it; write their crops; return their index rows."""
+@dataclass(frozen=True)
+class _GroupTask:
+    """One source group to render (a picklable work item): real video ``index`` and the fakes made from it,
+    each ``(fake number, method, number within the method)``."""
+
+    index: int
+    fakes: tuple[tuple[int, str, int], ...]
+    split: str
+    num_frames: int
+    size: int
+    seed: int
+    jpeg_quality: tuple[int, int] | None
+    temporal_artifacts: bool
+
+
+def _group_marker(output_dir: Path, task: _GroupTask, digest: str) -> Path:
+    return output_dir / PARTS_DIR / f"group-{task.index:05d}-{digest}.json"
+
+
+def _load_group_marker(output_dir: Path, task: _GroupTask, digest: str) -> list[dict[str, Any]] | None:
+    """The index rows of a group an earlier build finished, or None (no marker, unreadable, or a crop missing)."""
+    path = _group_marker(output_dir, task, digest)
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: unreadable done-marker, rendering the group again", path)
+        return None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and (output_dir / str(r.get("crop_path"))).is_file()
+                                             for r in rows):
+        return None
+    return rows
+
+
+def _render_group_task(task: _GroupTask) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
+    """Worker body of :func:`build_synthetic_detection`: render one source group (see :func:`_render_group`)."""
+    return _render_group(task.index, list(task.fakes), task.split, task.num_frames, task.size, task.seed,
+                         task.jpeg_quality, task.temporal_artifacts)
+
+
+def _render_group(i: int, fakes: list[tuple[int, str, int]], split: str, num_frames: int, size: int, seed: int,
+                  jpeg_quality: tuple[int, int] | None,
+                  temporal_artifacts: bool = True) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
+    """Render real video ``i`` and the fakes made from it; return their index rows and their crops as
+    ``(crop path relative to the dataset folder, PNG bytes)`` (nothing is written here)."""
     rng = np.random.default_rng([seed, _REAL, i])
     identity = sample_identity(rng)
     scene = sample_scene(rng)
@@ -353,6 +422,7 @@ def _build_group(output_dir: Path, i: int, fakes: list[tuple[int, str, int]], sp
         fake_specs.append((f"{DATASET}/{method}/{number:04d}", method, params, jitter))
 
     rows: list[dict[str, Any]] = []
+    pngs: list[tuple[str, bytes]] = []
     for f, pose in enumerate(poses):
         rendered = render_face(identity, scene, pose, size, background)
         captured = capture(rendered.image, scene.noise_sigma, rng)
@@ -366,7 +436,7 @@ def _build_group(output_dir: Path, i: int, fakes: list[tuple[int, str, int]], sp
             if quality is not None:
                 frame = jpeg_roundtrip(frame, quality)
             crop_rel = f"crops/{video_id}/{f:06d}_0.png"
-            _write_png(output_dir / crop_rel, frame)
+            pngs.append((crop_rel, _encode_png(frame)))
             rows.append({
                 "video_id": video_id, "dataset": DATASET, "method": method, "compression": "", "split": split,
                 "label": label, "source_id": real_id, "video_path": f"crops/{video_id}", "num_frames": num_frames,
@@ -375,13 +445,14 @@ def _build_group(output_dir: Path, i: int, fakes: list[tuple[int, str, int]], sp
                 "x2": float(rendered.box[2]), "y2": float(rendered.box[3]),
                 "landmarks": format_landmarks(rendered.landmarks), "crop_path": crop_rel,
             })
-    return rows
+    return rows, pngs
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-            raise OSError(f"cannot write PNG {path}")
+def _encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"cannot encode a {rgb.shape} crop as PNG")
+    return buf.tobytes()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -396,12 +467,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["SynthSwap", "SynthBlend"], choices=sorted(METHODS))
     p.add_argument("--no-temporal-artifacts", action="store_true",
                    help="fakes without frame-to-frame colour flicker and position jitter (generator version 1)")
+    p.add_argument("--workers", type=int, default=1, help="rendering processes (the output does not depend on it)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     index = build_synthetic_detection(a.output_dir, num_videos=a.num_videos, frames_per_video=a.frames_per_video,
                                       image_size=a.image_size, seed=a.seed,
                                       jpeg_quality=tuple(a.jpeg_quality) if a.jpeg_quality else None,
-                                      methods=tuple(a.methods), temporal_artifacts=not a.no_temporal_artifacts)
+                                      methods=tuple(a.methods), temporal_artifacts=not a.no_temporal_artifacts,
+                                      workers=a.workers, progress=True)
     print(index.summary())
     return 0
 

@@ -39,16 +39,14 @@ The face model (our own parametric surface, in face units; x right, y down, z to
   (quality 95), as generated 300W-LP crops are.
 
 Everything is drawn from ``numpy.random.default_rng([seed, i])`` for sample ``i``: the dataset is deterministic
-per seed (and does not depend on ``num_threads``); the default (512 samples of 64x64, 64 depth levels) builds in a
+per seed (and does not depend on ``workers``); the default (512 samples of 64x64, 64 depth levels) builds in a
 few seconds. Splits: a seeded permutation puts ``val_fraction`` and ``test_fraction`` of the samples (each face is
 a new identity) in ``val`` and ``test``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import logging
 import math
@@ -56,7 +54,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -66,14 +63,15 @@ import cv2
 import numpy as np
 
 from faceforge.data.core.prepared import PREPARE_REPORT, make_report
+from faceforge.data.core.runner import run_parallel
 from faceforge.data.detection.face_index import format_landmarks
 from faceforge.data.reconstruction.codec import EncodedVolume
 from faceforge.data.reconstruction.generation import REPORT_FILENAME
 from faceforge.data.reconstruction.store import VolumeSample, VolumeStoreWriter, encode_image
-from faceforge.data.reconstruction.volume_index import INDEX_COLUMNS, INDEX_FILENAME
+from faceforge.data.reconstruction.volume_index import INDEX_FILENAME, write_volume_index
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import FaceColumns, crop_frame_from_points, face_columns, rasterize_depth
-from faceforge.utils.atomic import atomic_write_json, atomic_write_text
+from faceforge.utils.atomic import atomic_write_json
 
 __all__ = [
     "FaceAppearance",
@@ -678,14 +676,6 @@ def synthesize_face(seed: int, index: int, size: int = 64, depth: int = 64, max_
 # The dataset
 # ---------------------------------------------------------------------------------------------------------------
 
-def _format_cell(v: Any) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        return repr(float(v))
-    return "" if v is None else str(v)
-
-
 def _digest(*parts: str) -> str:
     h = hashlib.sha1()
     for p in parts:
@@ -694,22 +684,92 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class _SampleTask:
+    """One sample to generate (a picklable work item of :func:`build_synthetic_reconstruction`)."""
+
+    shard: int
+    position: int
+    index: int
+    split: str
+    seed: int
+    size: int
+    depth: int
+    max_yaw_deg: float
+    supersample: int
+    crop_scale: tuple[float, float]
+    crop_shift: float
+    image_codec: str
+
+
+def _generate_sample(task: _SampleTask) -> dict[str, Any]:
+    """Worker body: synthesise sample ``task.index`` and return what its shard stores (a
+    :class:`~faceforge.data.reconstruction.store.VolumeSample`, the encoded image, the index row)."""
+    face = synthesize_face(task.seed, task.index, size=task.size, depth=task.depth, max_yaw_deg=task.max_yaw_deg,
+                           supersample=task.supersample, crop_scale=task.crop_scale, crop_shift=task.crop_shift)
+    sid = f"synthetic/{task.index:06d}"
+    meta = {"sample_id": sid, "generator": GENERATOR, "generator_version": GENERATOR_VERSION, "seed": task.seed,
+            "index": task.index, "split": task.split, "pose": asdict(face.pose), "shape": asdict(face.shape),
+            "landmarks_source": "model", "mesh_source": "synthetic",
+            "source_frame": f"nominal {SOURCE_SIZE}x{SOURCE_SIZE} (no source image is rendered)"}
+    sample = VolumeSample(sample_id=sid, encoded=face.encoded, frame=face.frame, image=face.image,
+                          landmarks=face.landmarks.astype(np.float32),
+                          landmarks_3d=face.landmarks_3d.astype(np.float32), meta=meta)
+    fr, cols = face.frame, face.columns
+    row = {"sample_id": sid, "split": task.split, "subset": "", "flipped": 0, "group": sid, "image_path": "",
+           "label_path": "", "pitch": face.pose.pitch, "yaw": face.pose.yaw, "roll": face.pose.roll,
+           "frame_scale": fr.scale, "frame_tx": fr.tx, "frame_ty": fr.ty, "frame_z_offset": fr.z_offset,
+           "frame_depth_scale": fr.depth_scale, "size": fr.size, "depth": fr.depth, "mesh_source": "synthetic",
+           "landmarks_source": "model", "landmarks": format_landmarks(face.landmarks),
+           "filled_columns": cols.filled_columns, "clipped_front": cols.clipped_front,
+           "clipped_back": cols.clipped_back, "vertices_outside": cols.vertices_outside}
+    image_bytes = encode_image(face.image, task.image_codec) if task.image_codec != "raw" else None
+    return {"sample": sample, "image_bytes": image_bytes, "row": row}
+
+
+def _shard_record(out: Path, name: str) -> Path:
+    return out / (name[: -len(".h5")] + ".json")
+
+
+def _load_shard_record(out: Path, name: str, ids: list[int]) -> dict[str, Any] | None:
+    """The record of shard ``name`` written by an earlier build, if it holds samples ``ids`` and its file is
+    complete (of the recorded size); else None (the shard is generated again)."""
+    path = _shard_record(out, name)
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("%s: unreadable shard record, generating the shard again", path)
+        return None
+    h5 = out / name
+    if not isinstance(rec, dict) or rec.get("indices") != ids or not h5.is_file() \
+            or h5.stat().st_size != rec.get("file_bytes"):
+        return None
+    return rec
+
+
 def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: int = 512, size: int = 64,
                                    depth: int = 64, seed: int = 0, val_fraction: float = 0.1,
                                    test_fraction: float = 0.1, max_yaw_deg: float = 75.0, supersample: int = 2,
                                    shard_size: int = 1024, image_codec: str = "jpeg",
-                                   num_threads: int | None = None, crop_scale: Sequence[float] = (0.85, 1.2),
-                                   crop_shift: float = 0.06) -> dict[str, Any]:
+                                   crop_scale: Sequence[float] = (0.85, 1.2), crop_shift: float = 0.06,
+                                   workers: int = 1, progress: bool = False) -> dict[str, Any]:
     """Generate the synthetic reconstruction dataset into ``output_dir`` (volume stores + index + report).
 
-    Deterministic for a given ``seed`` and arguments (identical index and stored arrays, whatever
-    ``num_threads``). Atomic: an existing ``volume_index.csv`` is removed first, every shard is written to a
-    temporary file and renamed, and the index is written last, so an interrupted build leaves no index (and the
-    data module builds again).
+    Deterministic for a given ``seed`` and arguments (identical index and stored arrays, whatever ``workers``).
+    The prepared-dataset contract (:mod:`faceforge.data.core.prepared`): the samples are generated by
+    :func:`~faceforge.data.core.runner.run_parallel` (spawned workers that die with this process), and this
+    process writes each shard when all its samples are back (temporary file + rename), then its record
+    ``shards/part-NNNNN-DIGEST.json`` (index rows, file size); DIGEST names the generator version, the parameters
+    and the shard's samples. An existing ``volume_index.csv`` is removed first and the index is written last, so
+    an interrupted build leaves no index, and the next build with the same arguments resumes: shards with a record
+    and a file of the recorded size are not generated again, and the index is byte-identical to an uninterrupted
+    build's.
 
     Args:
-        output_dir: output folder (created): ``shards/part-NNNNN-DIGEST.h5``, ``volume_index.csv``,
-            ``volume_report.json``.
+        output_dir: output folder (created): ``shards/part-NNNNN-DIGEST.{h5,json}``, ``volume_index.csv``,
+            ``volume_report.json``, ``prepare_report.json``.
         num_samples: faces (each a new identity, pose and lighting).
         size: crop side = volume side, pixels (>= 32; 192 is VRN's).
         depth: volume depth levels (200 is VRN's).
@@ -719,10 +779,11 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
         supersample: image supersampling factor per axis.
         shard_size: samples per volume store file.
         image_codec: ``"jpeg"`` (default, as generated 300W-LP crops), ``"png"`` or ``"raw"``.
-        num_threads: generator threads (default ``min(4, os.cpu_count())``).
         crop_scale: ``[low, high]`` factor on the crop side per sample (0.85-1.2: the face spans 0.69-0.98 of the
             crop), as a detector's box varies; ``(1, 1)`` gives the tight box + 10 % margin of earlier versions.
         crop_shift: largest shift of the crop per axis, fraction of its side (0.06).
+        workers: generating processes (``<= 1``: in this process); the output does not depend on it.
+        progress: show a tqdm bar of the samples on stderr.
 
     Returns:
         The report written to ``volume_report.json`` (counts, splits, clipping, timing, parameters).
@@ -754,59 +815,50 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
     splits[perm[n_val:n_val + n_test]] = "test"
 
     index_path = out / INDEX_FILENAME
-    if index_path.exists():
-        index_path.unlink()
+    index_path.unlink(missing_ok=True)
     (out / "shards").mkdir(parents=True, exist_ok=True)
+    for leftover in (out / "shards").glob(".part-*"):  # temporary files of a build that was killed
+        leftover.unlink(missing_ok=True)
     config_digest = _digest(f"synthetic-3d-v{GENERATOR_VERSION}", json.dumps(params, sort_keys=True))
 
-    def make(i: int) -> SyntheticFace:
-        return synthesize_face(seed, i, size=size, depth=depth, max_yaw_deg=max_yaw_deg, supersample=supersample,
-                               crop_scale=(float(crop_scale[0]), float(crop_scale[1])), crop_shift=float(crop_shift))
+    shards: list[tuple[str, list[int]]] = []  # (file name, sample numbers)
+    for j0 in range(0, n, shard_size):
+        ids = list(range(j0, min(n, j0 + shard_size)))
+        shards.append((f"shards/part-{j0 // shard_size:05d}-{_digest(config_digest, str(ids[0]), str(ids[-1]))[:10]}"
+                       f".h5", ids))
+    records: dict[int, dict[str, Any]] = {}
+    for k, (name, ids) in enumerate(shards):  # resume: shards an interrupted build finished
+        rec = _load_shard_record(out, name, ids)
+        if rec is not None:
+            records[k] = rec
+    reused = len(records)
+    buffers: dict[int, list[dict[str, Any] | None]] = {}
 
-    rows: list[dict[str, Any]] = []
-    shards: list[str] = []
-    threads = int(num_threads or min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for j0 in range(0, n, shard_size):
-            ids = list(range(j0, min(n, j0 + shard_size)))
-            name = f"shards/part-{j0 // shard_size:05d}-{_digest(config_digest, str(ids[0]), str(ids[-1]))[:10]}.h5"
-            faces = list(pool.map(make, ids))
-            shard_rows = []
-            with VolumeStoreWriter(out / name, size=size, depth=depth, image_codec=image_codec) as writer:
-                for i, face in zip(ids, faces):
-                    sid = f"synthetic/{i:06d}"
-                    meta = {"sample_id": sid, "generator": GENERATOR,
-                            "generator_version": GENERATOR_VERSION, "seed": int(seed), "index": i,
-                            "split": str(splits[i]), "pose": asdict(face.pose), "shape": asdict(face.shape),
-                            "landmarks_source": "model", "mesh_source": "synthetic",
-                            "source_frame": f"nominal {SOURCE_SIZE}x{SOURCE_SIZE} (no source image is rendered)"}
-                    img_bytes = encode_image(face.image, image_codec) if image_codec != "raw" else None
-                    row_i = writer.add(VolumeSample(sample_id=sid, encoded=face.encoded, frame=face.frame,
-                                                    image=face.image, landmarks=face.landmarks.astype(np.float32),
-                                                    landmarks_3d=face.landmarks_3d.astype(np.float32), meta=meta),
-                                       image_bytes=img_bytes)
-                    fr, cols = face.frame, face.columns
-                    shard_rows.append({
-                        "sample_id": sid, "split": str(splits[i]), "subset": "", "flipped": 0, "group": sid,
-                        "image_path": "", "label_path": "", "pitch": face.pose.pitch, "yaw": face.pose.yaw,
-                        "roll": face.pose.roll, "frame_scale": fr.scale, "frame_tx": fr.tx, "frame_ty": fr.ty,
-                        "frame_z_offset": fr.z_offset, "frame_depth_scale": fr.depth_scale, "size": fr.size,
-                        "depth": fr.depth, "mesh_source": "synthetic", "landmarks_source": "model",
-                        "landmarks": format_landmarks(face.landmarks), "filled_columns": cols.filled_columns,
-                        "clipped_front": cols.clipped_front, "clipped_back": cols.clipped_back,
-                        "vertices_outside": cols.vertices_outside, "store_file": name, "store_row": row_i})
-                summary = writer.close()
-            for row, vb, ib in zip(shard_rows, summary.volume_bytes, summary.image_bytes, strict=True):
-                row["volume_bytes"], row["image_bytes"] = int(vb), int(ib)
-            rows.extend(shard_rows)
-            shards.append(name)
+    def collect(task: _SampleTask, result: dict[str, Any]) -> None:
+        name, ids = shards[task.shard]
+        buf = buffers.setdefault(task.shard, [None] * len(ids))
+        buf[task.position] = result
+        if any(r is None for r in buf):
+            return
+        rows = []
+        with VolumeStoreWriter(out / name, size=size, depth=depth, image_codec=image_codec) as writer:
+            for r in buffers.pop(task.shard):
+                row_i = writer.add(r["sample"], image_bytes=r["image_bytes"])
+                rows.append({**r["row"], "store_file": name, "store_row": row_i})
+            summary = writer.close()
+        for row, vb, ib in zip(rows, summary.volume_bytes, summary.image_bytes, strict=True):
+            row["volume_bytes"], row["image_bytes"] = int(vb), int(ib)
+        records[task.shard] = {"name": name, "indices": ids, "rows": rows, "file_bytes": summary.file_bytes}
+        atomic_write_json(_shard_record(out, name), records[task.shard])  # after the shard file: its done-marker
 
-    columns = [c for c, _ in INDEX_COLUMNS]
-    buf = io.StringIO()
-    writer_csv = csv.writer(buf, lineterminator="\n")
-    writer_csv.writerow(columns)
-    for row in rows:
-        writer_csv.writerow([_format_cell(row.get(c)) for c in columns])
+    tasks = [_SampleTask(k, pos, i, str(splits[i]), int(seed), int(size), int(depth), float(max_yaw_deg),
+                         int(supersample), (float(crop_scale[0]), float(crop_scale[1])), float(crop_shift),
+                         str(image_codec))
+             for k, (_, ids) in enumerate(shards) for pos, i in enumerate(ids)]
+    run_parallel(tasks, _generate_sample, workers=int(workers), on_result=collect,
+                 skip=lambda task: task.shard in records, progress="3D samples" if progress else False)
+
+    rows = [row for k in range(len(shards)) for row in records[k]["rows"]]
     clipped = [r["clipped_front"] + r["clipped_back"] for r in rows]
     vol = np.array([r["volume_bytes"] for r in rows], dtype=np.float64)
     report = {"output": str(out), "dataset": DATASET, "generator": GENERATOR,
@@ -815,13 +867,15 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
               "splits": dict(sorted(Counter(r["split"] for r in rows).items())),
               "clipped_samples": int(sum(c > 0 for c in clipped)), "clipped_columns": int(sum(clipped)),
               "volume_bytes_per_sample": float(vol.mean()), "mesh_sources": {"synthetic": len(rows)},
-              "shards": shards, "seconds": time.perf_counter() - t0}
+              "shards": [name for name, _ in shards],
+              "reused_shards": reused,
+              "seconds": time.perf_counter() - t0}
     atomic_write_json(out / REPORT_FILENAME, report)
     atomic_write_json(out / PREPARE_REPORT, make_report(
         GENERATOR, {"samples": n, "stored": len(rows)}, [],
         summary=[f"{len(rows)} synthetic samples {report['splits']}"],
         details_file=REPORT_FILENAME))
-    atomic_write_text(index_path, buf.getvalue())  # last: its presence marks a complete build
+    write_volume_index(index_path, rows)  # last: its presence marks a complete build
     log.info("synthetic 3D dataset written to %s: %d samples %s in %.1f s", out, n, report["splits"],
              report["seconds"])
     return report
@@ -835,10 +889,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--depth", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="generating processes (the output does not depend on it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     report = build_synthetic_reconstruction(args.output, num_samples=args.num_samples, size=args.size,
-                                            depth=args.depth, seed=args.seed)
+                                            depth=args.depth, seed=args.seed, workers=args.workers,
+                                            progress=True)
     print(json.dumps({k: report[k] for k in ("stored", "splits", "clipped_samples", "seconds")}))
     return 0
 
