@@ -1,5 +1,5 @@
-"""``python experiment.py SPEC.yaml [--profile embedded] [--evaluate-only] [--out DIR]``: one published comparison,
-trained, evaluated and tabulated with provenance (see :mod:`faceforge.experiments`)."""
+"""``python experiment.py SPEC.yaml [--profile embedded|fixture] [--evaluate-only] [--out DIR]``: one published
+comparison, trained, evaluated and tabulated with provenance (see :mod:`faceforge.experiments`)."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                "2 a bad spec or command line.")
     parser.add_argument("spec", type=Path, help="an experiment spec, e.g. experiments/meso_ffpp_c23.yaml")
     parser.add_argument("--profile", choices=PROFILES, default="real",
-                        help="real: the spec's datasets (default); embedded: its synthetic stand-ins (CPU, minutes)")
+                        help="real: the spec's datasets (default); embedded: its synthetic stand-ins (CPU, minutes); "
+                             "fixture: a smoke-size run on the project's real test fixtures ($FACEFORGE_FIXTURES, "
+                             "default ../shared/fixtures; only specs with a fixture: block)")
     parser.add_argument("--out", type=Path, default=None,
                         help="experiment folder (default: logs/experiments/<name>_<profile>); rerunning into the "
                              "same folder resumes: finished runs are skipped")

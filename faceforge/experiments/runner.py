@@ -12,28 +12,37 @@ and its run folder under ``<out>/runs/`` (``paths.log_dir=<out>/runs``, ``run_na
   and the path of its log relative to ``<out>``; the table shows it as failed and the command exits non-zero.
 * **Evaluate only** (``evaluate_only=True``) trains nothing: it evaluates the checkpoints already in ``<out>`` and
   the imported weights.
+* **Fixtures.** Every subprocess sees ``FACEFORGE_FIXTURES`` as an absolute folder (:func:`fixtures_dir`: the
+  variable's value made absolute against the project root, or ``<project root>/../shared/fixtures`` when unset),
+  so a spec's ``${oc.env:FACEFORGE_FIXTURES,../shared/fixtures}`` means the same folder whatever the working
+  directory; the ``fixture`` profile refuses to start when that folder is absent.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
 from faceforge.errors import FaceforgeError
-from faceforge.experiments.spec import ExperimentSpec, Profile, check_override
+from faceforge.experiments.spec import PROFILES, ExperimentSpec, Profile, check_override
 from faceforge.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunRecord", "EvalRecord", "ExperimentRun", "run_experiment", "file_sha256", "dataset_version",
-           "ExperimentError"]
+           "ExperimentError", "fixtures_dir", "FIXTURES_ENV"]
+
+#: The environment variable naming the real test fixtures folder (as in tests/conftest.py).
+FIXTURES_ENV = "FACEFORGE_FIXTURES"
 
 
 class ExperimentError(FaceforgeError, ValueError):
@@ -119,6 +128,29 @@ class ExperimentRun:
             any(e.status in ("failed", "missing") for e in self.evaluations)
 
 
+def fixtures_dir(project_root: str | Path) -> Path:
+    """The real test fixtures folder: ``$FACEFORGE_FIXTURES`` (a relative value is taken against
+    ``project_root``) or ``<project_root>/../shared/fixtures`` when unset; absolute, not checked for existence."""
+    root = Path(project_root).resolve()
+    value = os.environ.get(FIXTURES_ENV)
+    path = Path(value) if value else root.parent / "shared" / "fixtures"
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+@contextmanager
+def _fixtures_env(path: Path) -> Iterator[None]:
+    """Set ``FACEFORGE_FIXTURES=path`` for the subprocesses started inside; restore the previous value after."""
+    previous = os.environ.get(FIXTURES_ENV)
+    os.environ[FIXTURES_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FIXTURES_ENV, None)
+        else:
+            os.environ[FIXTURES_ENV] = previous
+
+
 def _check_extra(overrides: Sequence[str]) -> list[str]:
     """Command-line overrides: any Hydra override except the keys the runner sets (paths.* is allowed here)."""
     out = []
@@ -160,7 +192,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, profile: str = "re
     Args:
         spec: a validated spec (:func:`faceforge.experiments.spec.load_spec`).
         out_dir: the experiment folder (runs, logs, tables).
-        profile: ``real`` (the spec's datasets) or ``embedded`` (its synthetic stand-ins).
+        profile: ``real`` (the spec's datasets), ``embedded`` (its synthetic stand-ins) or ``fixture`` (its
+            stand-ins on the real test fixtures, for specs with a ``fixture:`` block).
         evaluate_only: train nothing; evaluate existing checkpoints in ``out_dir`` and imported weights.
         extra_overrides: Hydra overrides added last to every command (e.g. ``trainer=gpu``, ``paths.data_dir=...``).
         weights_dir: folder of imported weight files (default: the spec's ``weights_dir``).
@@ -170,12 +203,30 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, profile: str = "re
         runner: ``runner(cmd, log_path, cwd) -> exit code`` (tests may replace it).
 
     Raises:
-        ExperimentError: unknown profile or entry id, or a refused command-line override.
+        ExperimentError: unknown profile, a profile the spec does not offer (``fixture`` without a ``fixture:``
+            block), the ``fixture`` profile without the fixtures folder, an unknown entry id, or a refused
+            command-line override.
     """
     if profile not in spec.profiles:
+        if profile in PROFILES:
+            raise ExperimentError(f"{spec.path}: this spec offers no {profile!r} profile (it has no {profile}: "
+                                  f"block; its profiles: {', '.join(spec.profiles)})")
         raise ExperimentError(f"unknown profile {profile!r} (profiles: {', '.join(spec.profiles)})")
     prof = spec.profiles[profile]
     root = Path(project_root) if project_root else Path(__file__).resolve().parents[2]
+    fixtures = fixtures_dir(root)
+    if profile == "fixture" and not fixtures.is_dir():
+        raise ExperimentError(f"profile 'fixture' needs the real test fixtures: {fixtures} is not a folder "
+                              f"(set {FIXTURES_ENV})")
+    with _fixtures_env(fixtures):
+        return _run_all(spec, prof, out_dir, evaluate_only, extra_overrides, weights_dir, only, root, python,
+                        runner)
+
+
+def _run_all(spec: ExperimentSpec, prof: Profile, out_dir: str | Path, evaluate_only: bool,
+             extra_overrides: Sequence[str], weights_dir: str | Path | None, only: Sequence[str] | None,
+             root: Path, python: str, runner: Callable[[list[str], Path, Path], int]) -> ExperimentRun:
+    """:func:`run_experiment` after its profile checks, with ``FACEFORGE_FIXTURES`` set."""
     out_dir = Path(out_dir).resolve()
     runs_dir = out_dir / "runs"
     extra = _check_extra(extra_overrides)

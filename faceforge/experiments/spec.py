@@ -28,10 +28,23 @@ Schema (``?`` = optional)::
     references?:                       # published numbers shown beside ours
       - {source: str, metric: <metric key>, values: {<model or imported id>: {<dataset key>: float or null}}}
     embedded:                          # the same experiment on the embedded synthetic data (CPU, minutes)
+      description?: str                # what the stand-ins are (shown in the table's profile note)
       datasets: {ffpp: [data=synthetic, data.builder.seed=0], ...}   # every dataset key mapped
       models?: {vrn: [model=vrn]}      # overrides replacing a model's own in this profile
       train_overrides?: [str]
       eval_overrides?: [str]
+    fixture?:                          # optional: the same schema as embedded, on the project's REAL test
+      description?: str                # fixtures (a handful of real samples; smoke-size, CPU, minutes)
+      datasets: {w300lp: [data=w300lp, "data.root=${oc.env:FACEFORGE_FIXTURES,../shared/fixtures}/face3d_300wlp"]}
+      models?: {...}
+      train_overrides?: [str]
+      eval_overrides?: [str]
+
+Profiles (:data:`PROFILES`): ``real`` (``datasets``, ``train_overrides``, ``eval_overrides``), ``embedded`` (every
+spec has one) and ``fixture`` (only specs with a ``fixture:`` block offer it). The fixture folder is named by the
+environment variable ``FACEFORGE_FIXTURES`` (as in the tests); the experiment runner sets it to the absolute
+``<project root>/../shared/fixtures`` when it is unset, so a relative default in a spec resolves the same from any
+working directory, and refuses to start a ``fixture`` run when that folder is absent.
 """
 from __future__ import annotations
 
@@ -49,8 +62,12 @@ from faceforge.errors import FaceforgeError
 __all__ = ["SpecError", "ExperimentSpec", "Metric", "Dataset", "ModelRun", "ImportedWeights", "Baseline",
            "Reference", "Profile", "load_spec", "parse_spec", "check_override", "PROFILES"]
 
-#: The profiles a spec defines: ``real`` (its ``datasets``) and ``embedded`` (its ``embedded`` block).
-PROFILES = ("real", "embedded")
+#: The profiles a spec may define: ``real`` (its ``datasets``), ``embedded`` (its ``embedded`` block, required)
+#: and ``fixture`` (its optional ``fixture`` block: the project's real test fixtures).
+PROFILES = ("real", "embedded", "fixture")
+
+#: The profile blocks of a spec: required (``embedded``) or optional (``fixture``).
+_PROFILE_BLOCKS = {"embedded": True, "fixture": False}
 
 #: Settings the experiment runner sets itself on every command line; a spec may not set them.
 RUNNER_KEYS = ("seed", "run_name", "ckpt_path", "results_path", "task_name", "test", "train")
@@ -135,6 +152,8 @@ class Profile:
     #: per model id, overrides that replace the model's own in this profile (a small CPU network instead of a
     #: paper recipe)
     model_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: what this profile's datasets are (the block's ``description``; empty for ``real``)
+    description: str = ""
 
     def model_args(self, model: ModelRun) -> tuple[str, ...]:
         """The overrides that select ``model`` in this profile."""
@@ -266,6 +285,34 @@ def _dataset_block(check: _Checker, value: Any, key: str, label_default: str) ->
     return Dataset(ds_key, label, check.overrides(block["overrides"], f"{key}.overrides"))
 
 
+def _profile_block(check: _Checker, value: Any, name: str, datasets: dict[str, Dataset],
+                   model_ids: set[str]) -> Profile:
+    """The ``embedded`` / ``fixture`` block ``value`` of a spec as a :class:`Profile` named ``name``: every dataset
+    key mapped to its stand-in, model overrides only for ids under ``models``."""
+    block = check.mapping(value, name)
+    check.known(block, name, {"datasets", "models", "train_overrides", "eval_overrides", "description"})
+    model_overrides = {}
+    for key, item in check.mapping(block.get("models") or {}, f"{name}.models").items():
+        if key not in model_ids:
+            raise check.fail(f"{name}.models.{key}", "not an id under models")
+        model_overrides[key] = check.overrides(item, f"{name}.models.{key}")
+    stand_ins = check.mapping(block.get("datasets"), f"{name}.datasets")
+    for key in datasets:
+        if key not in stand_ins:
+            raise check.fail(f"{name}.datasets.{key}", f"missing: every dataset needs its {name} stand-in")
+    for key in stand_ins:
+        if key not in datasets:
+            raise check.fail(f"{name}.datasets.{key}", "not a key of datasets")
+    description = block.get("description", "")
+    if not isinstance(description, str):
+        raise check.fail(f"{name}.description", f"must be a string, got {type(description).__name__}")
+    return Profile(name, {k: _dataset_block(check, v, f"{name}.datasets.{k}", datasets[k].label)
+                          for k, v in stand_ins.items()},
+                   check.overrides(block.get("train_overrides"), f"{name}.train_overrides"),
+                   check.overrides(block.get("eval_overrides"), f"{name}.eval_overrides"), model_overrides,
+                   description.strip())
+
+
 def parse_spec(data: Any, path: str | Path) -> ExperimentSpec:
     """Validate a loaded spec (``yaml.safe_load`` output) and return it; ``path`` names it in errors.
 
@@ -277,7 +324,7 @@ def parse_spec(data: Any, path: str | Path) -> ExperimentSpec:
     top = check.mapping(data, "(top level)")
     check.known(top, "", {"name", "title", "description", "seed", "metrics", "datasets", "train_overrides",
                           "eval_overrides", "models", "imported", "weights_dir", "baseline", "references",
-                          "embedded"})
+                          *_PROFILE_BLOCKS})
     for required in ("name", "seed", "metrics", "datasets", "embedded"):
         if required not in top:
             raise check.fail(required, "missing (required)")
@@ -398,32 +445,17 @@ def parse_spec(data: Any, path: str | Path) -> ExperimentSpec:
 
     profiles = {"real": Profile("real", datasets, check.overrides(top.get("train_overrides"), "train_overrides"),
                                 check.overrides(top.get("eval_overrides"), "eval_overrides"))}
-    emb = check.mapping(top["embedded"], "embedded")
-    check.known(emb, "embedded", {"datasets", "models", "train_overrides", "eval_overrides", "description"})
-    emb_models = {}
-    for key, value in check.mapping(emb.get("models") or {}, "embedded.models").items():
-        if key not in {m.id for m in models}:
-            raise check.fail(f"embedded.models.{key}", "not an id under models")
-        emb_models[key] = check.overrides(value, f"embedded.models.{key}")
-    emb_ds = check.mapping(emb.get("datasets"), "embedded.datasets")
-    for key in datasets:
-        if key not in emb_ds:
-            raise check.fail(f"embedded.datasets.{key}", "missing: every dataset needs its embedded stand-in")
-    for key in emb_ds:
-        if key not in datasets:
-            raise check.fail(f"embedded.datasets.{key}", "not a key of datasets")
-    profiles["embedded"] = Profile(
-        "embedded", {k: _dataset_block(check, v, f"embedded.datasets.{k}", datasets[k].label) for k, v in
-                     emb_ds.items()},
-        check.overrides(emb.get("train_overrides"), "embedded.train_overrides"),
-        check.overrides(emb.get("eval_overrides"), "embedded.eval_overrides"), emb_models)
+    for block_name, required in _PROFILE_BLOCKS.items():
+        if required or top.get(block_name) is not None:
+            profiles[block_name] = _profile_block(check, top[block_name], block_name, datasets,
+                                                  {m.id for m in models})
 
     raw_bytes = yaml.safe_dump(data, sort_keys=True).encode()
     return ExperimentSpec(path=path, sha256=hashlib.sha256(raw_bytes).hexdigest(), name=name,
                           title=str(top.get("title", name)), description=str(top.get("description", "")),
                           seed=int(seed), metrics=tuple(metrics), models=tuple(models), imported=tuple(imported),
                           baseline=baseline, references=tuple(references), profiles=profiles,
-                          weights_dir=weights_dir, embedded_description=str(emb.get("description", "")), raw=data)
+                          weights_dir=weights_dir, embedded_description=profiles["embedded"].description, raw=data)
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:

@@ -124,12 +124,20 @@ def build_table(result: ExperimentRun) -> dict[str, Any]:
                      "trained_on": None, "source": None, "cells": cells})
     profile_note = ""
     if result.profile.name != "real":
+        trained = {m.train_on for m in spec.models}
         stand_ins = "; ".join(f"{spec.dataset_label(k)}: `{' '.join(d.overrides)}`"
-                              for k, d in result.profile.datasets.items() if k in datasets)
-        profile_note = (f"Profile `{result.profile.name}`: every dataset column is a stand-in on embedded data "
-                        f"({spec.embedded_description or 'see the spec'})"
-                        + ("; the published numbers are for the real datasets" if spec.references else "")
-                        + f". Stand-ins: {stand_ins}.")
+                              for k, d in result.profile.datasets.items() if k in datasets or k in trained)
+        described = result.profile.description or "see the spec"
+        if result.profile.name == "fixture":
+            profile_note = (f"Profile `fixture`: a SMOKE-SIZE table on a handful of real samples, the project's test "
+                            f"fixtures ({described}). Every model is trained for a few steps only, on a training "
+                            f"set of one or a few files: the numbers show that the pipeline runs end to end on real "
+                            f"input and are not comparable with papers")
+        else:
+            profile_note = (f"Profile `{result.profile.name}`: every dataset column is a stand-in on embedded data "
+                            f"({described})")
+        profile_note += (("; the published numbers are for the real datasets" if spec.references else "")
+                         + f". Stand-ins: {stand_ins}.")
     failures = []
     for rec in result.runs:
         if rec.status in ("failed", "missing"):
