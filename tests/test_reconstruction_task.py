@@ -33,6 +33,7 @@ from faceforge.tasks.reconstruction import (
     heatmap_landmarks,
     image_to_heatmap_points,
     interocular_voxels,
+    visible_surface_points,
 )
 
 SIZE = 32
@@ -344,6 +345,26 @@ def test_mesh_nme_of_a_perfect_prediction_is_zero_and_the_baseline_is_worse(data
     off = make_task("vrn", mesh_nme=False)
     pred_off, base_off = off._mesh_nmes(batch, perfect, target)
     assert bool(torch.isnan(pred_off).all() and torch.isnan(base_off).all())
+
+
+def test_mesh_nme_counts_only_the_ground_truths_visible_surface() -> None:
+    """The face region of Jackson et al. (Sec. 5): of a closed volume mesh only the visible surface counts (the top
+    faces of the columns and the step wall between two heights), not the flat back or the outer rim walls."""
+    from faceforge.geometry.volume_mesh import volume_to_mesh
+
+    target = np.zeros((12, 16, 16), np.float32)
+    target[:5, 4:12, 4:8] = 1  # left half of the face: front surface at level 4 + 0.5
+    target[:9, 4:12, 8:12] = 1  # right half: at level 8 + 0.5 (a 4-voxel step at u = 7.5)
+    pts = np.asarray(volume_to_mesh(target).vertices, dtype=np.float64)
+    kept = visible_surface_points(pts, target)
+    assert 0 < len(kept) < len(pts)
+    assert not np.any(kept[:, 2] < 3.5)  # the back (k = -0.5) and the low parts of the rim walls are gone
+    left = kept[kept[:, 0] < 7]
+    right = kept[kept[:, 0] > 8]
+    assert np.allclose(left[:, 2], 4.5, atol=1.0) and np.allclose(right[:, 2], 8.5, atol=1.0)
+    step = kept[np.isclose(kept[:, 0], 7.5)]
+    assert step[:, 2].min() <= 5.0 and step[:, 2].max() >= 8.0  # the step wall between the halves is face
+    assert len(visible_surface_points(pts, np.zeros_like(target))) == 0
 
 
 def test_mesh_nme_is_nan_without_eye_corners(batch: dict) -> None:

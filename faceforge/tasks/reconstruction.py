@@ -53,9 +53,10 @@ the mean distance is divided by the outer interocular distance of the ground tru
 (crop pixels mapped to voxel columns) with z read from the ground-truth volume's front surface at each eye
 corner (the highest occupied depth level + 0.5, where the surface sits at level 0.5), or the 2D distance when
 an eye corner's column is empty. Samples without ground-truth eye corners, or with an empty predicted /
-ground-truth volume, get NaN (skipped in the mean, counted by ``n_mesh_nme``). Whole closed meshes are compared
-(the VRN volume's back and sides included, on both sides alike), not a cropped face region. The trivial
-baseline's mesh NME (the mean training volume's mesh against each ground truth) is ``baseline_mesh_nme``.
+ground-truth volume, get NaN (skipped in the mean, counted by ``n_mesh_nme``). Only the ground truth's face region
+counts, as in the paper: the vertices of its visible surface (:func:`visible_surface_points`; the closed volume
+mesh's flat back and rim walls are not face), each paired with the nearest vertex of the whole predicted mesh.
+The trivial baseline's mesh NME (the mean training volume's mesh against each ground truth) is ``baseline_mesh_nme``.
 Per-sample values are rounded to :data:`MESH_NME_DECIMALS` decimals (see there: DDP reproducibility).
 Costs a marching cubes and an ICP per sample (tens of milliseconds at 64^3); switch it off with
 ``mesh_nme=False`` for paper-size test sets.
@@ -126,6 +127,9 @@ MESH_NME_ICP_ITERATIONS = 20
 #: the batch it was computed in (e.g. 1 process vs 2 DDP ranks), and the marching-cubes surface carries that into
 #: the ~1e-9 digits of the NME; rounding keeps the reported numbers the same (IoU is immune: it thresholds).
 MESH_NME_DECIMALS = 6
+#: Voxels below a column's front surface within which a ground-truth mesh vertex still counts as visible surface
+#: (:func:`visible_surface_points`).
+FRONT_SURFACE_TOLERANCE = 1.0
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.RMSprop", "lr": 1.0e-4}
 DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "milestones": [40], "gamma": 0.1}
 
@@ -234,6 +238,42 @@ def _mesh_points(volume: np.ndarray, iso_level: float) -> np.ndarray | None:
         return np.asarray(volume_to_mesh(volume, iso_level=iso_level).vertices, dtype=np.float64)
     except VolumeMeshError:
         return None
+
+
+def visible_surface_points(points: np.ndarray, target: np.ndarray,
+                           tolerance: float = FRONT_SURFACE_TOLERANCE) -> np.ndarray:
+    """The vertices of a ground-truth volume's mesh that lie on the face's visible surface (its "face region").
+
+    A VRN volume is filled on and behind the visible face surface (voxel ``(k, v, u)`` occupied for
+    ``0 <= k < height[v, u]``), so its closed marching-cubes mesh also has a flat back and side walls that are
+    not face. Jackson et al. (ICCV 2017, Sec. 5) measure the error over the ground-truth vertices of the face
+    region, so those are dropped: a vertex ``(u, v, k)`` is kept when ``k >= front - tolerance``, ``front`` the
+    LOWEST front surface (highest occupied level + 0.5) among the occupied columns next to it
+    (``floor``/``ceil`` of ``u`` and ``v``). The lowest, so that the step walls between neighbouring columns of a
+    steep surface (the side of the nose, a turned cheek) stay; the rim wall where the face meets empty columns and
+    the back are dropped.
+
+    Args:
+        points: (V, 3) float64 mesh vertices ``(u, v, k)`` in voxels (marching cubes of ``target``).
+        target: (D, H, W) ground-truth occupancy indexed ``[k, v, u]`` (> 0.5 occupied).
+        tolerance: voxels below the front surface still kept (1.0: the marching-cubes vertices of the top face
+            of a column sit at ``front``).
+
+    Returns:
+        (V', 3) float64, the kept vertices (V' may be 0).
+    """
+    occ = np.asarray(target) > 0.5
+    depth, height, width = occ.shape
+    filled = occ.any(axis=0)
+    front = np.where(filled, depth - np.argmax(occ[::-1], axis=0) - 0.5, np.inf)  # (H, W), inf: empty column
+    pts = np.asarray(points, dtype=np.float64)
+    lowest = np.full(len(pts), np.inf)
+    for fu in (np.floor, np.ceil):
+        for fv in (np.floor, np.ceil):
+            u = np.clip(fu(pts[:, 0]).astype(np.int64), 0, width - 1)
+            v = np.clip(fv(pts[:, 1]).astype(np.int64), 0, height - 1)
+            lowest = np.minimum(lowest, front[v, u])
+    return pts[np.isfinite(lowest) & (pts[:, 2] >= lowest - tolerance)]
 
 
 def _check_mesh_frame(mesh_frame: str) -> str:
@@ -550,7 +590,9 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             if not math.isfinite(d):
                 continue
             gt_pts = _mesh_points(targets[i], 0.5)
-            if gt_pts is None:
+            if gt_pts is not None:
+                gt_pts = visible_surface_points(gt_pts, targets[i])
+            if gt_pts is None or len(gt_pts) == 0:
                 continue
             pred_pts = _mesh_points(probs[i], iso)
             if pred_pts is not None:
