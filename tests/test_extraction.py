@@ -367,29 +367,16 @@ def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(extr
     uninterrupted run's."""
     import subprocess
     import sys
-    import time
 
-    from tests.test_runner import _children, kill_parent, reap
+    from tests.test_runner import kill_mid_run
 
     out_ref, _, _ = extracted
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "faceforge.data.detection.extraction.cli", "--dataset", "dfdc", "--root",
             str(dfdc_root), "--output", str(out), "--num-frames", "4", "--size", "96", "--workers", "2", "--quiet"]
-    proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    workers: set[int] = set()
-    try:
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline and proc.poll() is None:
-            workers |= {p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
-            if (out / "videos").is_dir() and any((out / "videos").rglob("*.json")):
-                break  # the first video is done: the run is in the middle
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
-        assert len(workers) == 2, f"expected 2 workers, saw {sorted(workers)}"
-        assert not kill_parent(proc, workers, timeout=15), "workers outlived the killed extraction"
-    finally:
-        reap(proc, workers)
+    kill_mid_run(argv, Path(__file__).resolve().parents[1],
+                 lambda: (out / "videos").is_dir() and any((out / "videos").rglob("*.json")),
+                 "extraction")  # the first video is done: the run is in the middle
     assert not (out / "face_index.parquet").exists()  # the index is written last
     done = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr

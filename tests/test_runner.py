@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -96,6 +96,27 @@ def reap(proc: subprocess.Popen, workers: Iterable[int]) -> None:
     for p in workers:
         if _alive(p):
             os.kill(p, signal.SIGKILL)
+
+
+def kill_mid_run(argv: list[str], cwd: Path, in_the_middle: Callable[[], bool], what: str, workers: int = 2,
+                 timeout: float = 200.0) -> None:
+    """Start ``argv`` (a command running ``workers`` spawned workers), SIGKILL it as soon as ``in_the_middle()`` is
+    true (e.g. a first done-marker exists), and assert that it was still running, that it had ``workers`` workers
+    and that none of them outlived it. Whatever is left running is killed at the end."""
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen |= {p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
+            if len(seen) >= workers and in_the_middle():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"{what} ended before it could be killed: {proc.stderr.read()!r}"
+        assert len(seen) == workers, f"expected {workers} workers, saw {sorted(seen)}"
+        assert not kill_parent(proc, seen, timeout=15), f"workers outlived the killed {what}"
+    finally:
+        reap(proc, seen)
 
 
 def _children(pid: int) -> list[int]:

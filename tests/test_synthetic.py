@@ -212,9 +212,8 @@ def test_kill_9_of_prepare_leaves_no_worker_and_the_rerun_gives_the_same_index(t
     uninterrupted in-process build's (``workers=1``)."""
     import subprocess
     import sys
-    import time
 
-    from tests.test_runner import _children, kill_parent, reap
+    from tests.test_runner import kill_mid_run
 
     root = Path(__file__).resolve().parents[1]
 
@@ -222,21 +221,8 @@ def test_kill_9_of_prepare_leaves_no_worker_and_the_rerun_gives_the_same_index(t
         return [sys.executable, "prepare.py", f"data={data}", f"paths.data_dir={data_dir}",
                 f"data.builder.workers={workers}", *overrides]
 
-    proc = subprocess.Popen(argv(tmp_path / "killed", 2), cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    workers: set[int] = set()
-    try:
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline and proc.poll() is None:
-            workers |= {p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
-            if any((tmp_path / "killed").rglob(marker)):
-                break  # a first group / shard is done: the build is in the middle
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()!r}"
-        assert len(workers) == 2, f"expected 2 workers, saw {sorted(workers)}"
-        assert not kill_parent(proc, workers, timeout=15), "workers outlived the killed build"
-    finally:
-        reap(proc, workers)
+    kill_mid_run(argv(tmp_path / "killed", 2), root, lambda: any((tmp_path / "killed").rglob(marker)),
+                 "build")  # a first group / shard is done: the build is in the middle
     (folder,) = [p.parent.parent for p in (tmp_path / "killed").rglob(marker)][:1]
     assert not (folder / index).exists()  # the index is written last
     for data_dir, workers_n in ((tmp_path / "killed", 2), (tmp_path / "whole", 1)):

@@ -434,9 +434,8 @@ def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(fixt
     run writes."""
     import subprocess
     import sys
-    import time
 
-    from tests.test_runner import _children, kill_parent, reap
+    from tests.test_runner import kill_mid_run
 
     root = tmp_path / "aflw"
     root.mkdir()
@@ -450,19 +449,8 @@ def test_kill_9_mid_run_leaves_no_worker_and_the_rerun_gives_the_same_index(fixt
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "faceforge.data.reconstruction.cli", *common, "--output", str(out), "--workers", "2"]
     cwd = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    workers: set[int] = set()
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            workers |= {p for p in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()}
-            if len(workers) == 2 and (out / "shards").is_dir() and any((out / "shards").glob("part-*.json")):
-                break  # a shard is done: the run is in the middle
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
-        assert not kill_parent(proc, workers, timeout=15), "workers outlived the killed volume generation"
-    finally:
-        reap(proc, workers)
+    kill_mid_run(argv, cwd, lambda: (out / "shards").is_dir() and any((out / "shards").glob("part-*.json")),
+                 "volume generation", timeout=120)  # a shard is done: the run is in the middle
     assert not (out / INDEX_FILENAME).exists()  # the index is written last
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
