@@ -55,7 +55,10 @@ def test_embedded_3d_table_beats_the_trivial_baseline(tmp_path: Path) -> None:
     assert reproduced == list(MODELS)
     for entry in MODELS:
         statuses = {key: cell["status"] for key, cell in rows[entry]["cells"].items()}
-        assert set(statuses.values()) == {"ok"}, (entry, statuses)
+        # measured, or n/a where the model predicts no landmarks (VRN and the GAN have no NME)
+        assert {k for k, v in statuses.items() if v != "ok"} == \
+            ({k for k in statuses if "nme" in k and "mesh" not in k} if entry in ("vrn", "facegan") else set()), \
+            (entry, statuses)
 
     baseline = rows["baseline"]
     assert baseline["kind"] == "baseline"

@@ -47,6 +47,13 @@ def _cell(value: float | None, status: str) -> dict[str, Any]:
     return {"value": value, "status": status}
 
 
+def _measured_cell(metrics: dict[str, Any], key: str) -> dict[str, Any]:
+    """A cell read from an evaluation's metrics: ``ok`` with its value, or ``n/a`` when the evaluation does not
+    report ``key`` (a model that predicts no landmarks has no NME)."""
+    value = lookup_metric(metrics, key)
+    return _cell(value, "ok" if value is not None else "n/a")
+
+
 def build_table(result: ExperimentRun) -> dict[str, Any]:
     """The table content of an experiment run (no paths outside the experiment folder, no times)."""
     spec = result.spec
@@ -72,7 +79,7 @@ def build_table(result: ExperimentRun) -> dict[str, Any]:
             if ev is None:
                 cells[col["key"]] = _cell(None, "not evaluated")
             elif ev.status in ("ok", "skipped"):
-                cells[col["key"]] = _cell(lookup_metric(ev.metrics, col["metric"]), "ok")
+                cells[col["key"]] = _measured_cell(ev.metrics, col["metric"])
             else:
                 cells[col["key"]] = _cell(None, ev.status)
         return cells
@@ -116,7 +123,7 @@ def build_table(result: ExperimentRun) -> dict[str, Any]:
             if ev is None or key is None:
                 cells[col["key"]] = _cell(None, "not evaluated" if ev is None else "n/a")
             elif ev.status in ("ok", "skipped"):
-                cells[col["key"]] = _cell(lookup_metric(ev.metrics, key), "ok")
+                cells[col["key"]] = _measured_cell(ev.metrics, key)
             else:
                 cells[col["key"]] = _cell(None, ev.status)
         rows.append({"entry": "baseline", "kind": "baseline", "label": spec.baseline.label,
