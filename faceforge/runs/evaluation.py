@@ -253,6 +253,8 @@ def _apply_mesh_overrides(task: Any, cfg: DictConfig) -> None:
     Raises:
         RunConfigError: an override for a task without that option, or an unknown mesh frame.
     """
+    from faceforge.geometry.volume_mesh import MESH_FRAMES  # here: trimesh and scikit-image only when needed
+
     model = cfg.get("model") or {}
     for key in ("mesh_frame", "mesh_nme"):
         value = model.get(key)
@@ -261,8 +263,8 @@ def _apply_mesh_overrides(task: Any, cfg: DictConfig) -> None:
         if not hasattr(task, "mesh_nme_enabled"):
             raise RunConfigError(f"model.{key}={value} applies to 3D reconstruction checkpoints only, not to "
                                  f"{type(task).__name__}")
-        if key == "mesh_frame" and str(value) not in ("display", "vrn_authors"):
-            raise RunConfigError(f"model.mesh_frame must be display or vrn_authors, got {value!r}")
+        if key == "mesh_frame" and str(value) not in MESH_FRAMES:
+            raise RunConfigError(f"model.mesh_frame must be one of {', '.join(MESH_FRAMES)}, got {value!r}")
         task.hparams[key] = str(value) if key == "mesh_frame" else bool(value)
 
 

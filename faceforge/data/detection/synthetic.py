@@ -395,16 +395,11 @@ def _load_group_marker(output_dir: Path, task: _GroupTask, digest: str) -> list[
 
 
 def _render_group_task(task: _GroupTask) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
-    """Worker body of :func:`build_synthetic_detection`: render one source group (see :func:`_render_group`)."""
-    return _render_group(task.index, list(task.fakes), task.split, task.num_frames, task.size, task.seed,
-                         task.jpeg_quality, task.temporal_artifacts)
-
-
-def _render_group(i: int, fakes: list[tuple[int, str, int]], split: str, num_frames: int, size: int, seed: int,
-                  jpeg_quality: tuple[int, int] | None,
-                  temporal_artifacts: bool = True) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
-    """Render real video ``i`` and the fakes made from it; return their index rows and their crops as
-    ``(crop path relative to the dataset folder, PNG bytes)`` (nothing is written here)."""
+    """Worker body of :func:`build_synthetic_detection`: render real video ``task.index`` and the fakes made from
+    it; return their index rows and their crops as ``(crop path relative to the dataset folder, PNG bytes)``
+    (nothing is written here: the main process writes)."""
+    i, split, num_frames, size, seed = task.index, task.split, task.num_frames, task.size, task.seed
+    jpeg_quality, temporal_artifacts = task.jpeg_quality, task.temporal_artifacts
     rng = np.random.default_rng([seed, _REAL, i])
     identity = sample_identity(rng)
     scene = sample_scene(rng)
@@ -413,7 +408,7 @@ def _render_group(i: int, fakes: list[tuple[int, str, int]], split: str, num_fra
     background = render_background(scene, size)
     real_id = f"{DATASET}/{REAL_METHOD}/{i:04d}"
     fake_specs = []
-    for j, method, number in fakes:
+    for j, method, number in task.fakes:
         frng = np.random.default_rng([seed, _FAKE, j])
         params = METHODS[method][0](frng)
         scale = FLICKER_ONLY_SCALE if method in TEMPORAL_ONLY_METHODS else 1.0
