@@ -34,19 +34,25 @@ DISPATCHED = {
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from faceforge.inference.detection import DEFAULT_NUM_FRAMES
+    from faceforge.inference.detection import CLIP_MODES, DEFAULT_NUM_FRAMES
 
     p = sub.add_parser("predict", help="P(fake) of images, videos or folders with a detection checkpoint",
                        description="Score images, videos or folders: MTCNN face extraction as in training, then "
                                    "P(fake) per face, per frame and per video, with a decision and a confidence; a "
-                                   "clip model (ResNeXt-LSTM) scores clips of consecutive faces of a video instead and "
-                                   "refuses single images.")
+                                   "clip model (ResNeXt-LSTM) scores clips of a video's faces instead and refuses "
+                                   "single images. Videos are read as the checkpoint's training faces were "
+                                   "extracted (frames, frame sampling, detector, margin).")
     p.add_argument("ckpt", help="a faceforge detection checkpoint (.ckpt) or the MesoNet authors' .h5 weights")
     p.add_argument("inputs", nargs="+", help="image / video files or folders (searched recursively)")
     p.add_argument("--json", metavar="PATH", help="write all results (frames and faces) as JSON")
     p.add_argument("--csv", metavar="PATH", help="write one row per scored face as CSV")
-    p.add_argument("--frames", type=int, default=DEFAULT_NUM_FRAMES,
-                   help=f"frames sampled evenly per video, 0 = all (default {DEFAULT_NUM_FRAMES})")
+    p.add_argument("--frames", type=int, default=None,
+                   help=f"frames sampled per video, 0 = all (default: the checkpoint's extraction num_frames, else "
+                        f"{DEFAULT_NUM_FRAMES})")
+    p.add_argument("--clips", choices=CLIP_MODES, default="evaluation",
+                   help="clip models: 'evaluation' (default) scores the clips evaluate.py scores (the checkpoint's "
+                        "clips_per_video and clip_sampling); 'cover' scores clips of consecutive faces covering "
+                        "every face")
     p.add_argument("--max-faces", type=int, default=1, help="faces scored per frame (default 1)")
     p.add_argument("--crops", action="store_true",
                    help="the inputs are already face crops (e.g. the MesoNet test images): no detection")
@@ -78,7 +84,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload, MB (default 50)")
     p.add_argument("--max-video-s", type=float, default=30.0, help="longest video, seconds (default 30)")
-    p.add_argument("--frames", type=int, default=16, help="frames scored per video (default 16)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames scored per video (default: the checkpoint's extraction num_frames, else 32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +109,8 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_detector(args.ckpt)
     if args.threshold is not None:
         model.threshold = float(args.threshold)
-    predictor = Predictor(model, num_frames=args.frames, max_faces=args.max_faces, crops=args.crops)
+    predictor = Predictor(model, num_frames=args.frames, max_faces=args.max_faces, crops=args.crops,
+                          clips=args.clips)
 
     def report(r):  # noqa: ANN001 - an InputResult
         if r.status != "ok":

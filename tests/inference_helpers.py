@@ -1,7 +1,8 @@
-"""A small trained VRN checkpoint for the inference tests (``faceforge reconstruct``, ``faceforge serve``).
+"""Small trained checkpoints for the inference tests (``faceforge predict``, ``reconstruct``, ``serve``).
 
-Trained once per test session (``python train.py model=vrn`` on a few embedded synthetic 3D faces, a few steps)
-into pytest's session temporary folder, and reused by every module that asks for it.
+Each is trained once per test session (``python train.py ...`` on a little embedded synthetic data, a few steps)
+into pytest's session temporary folder, and reused by every module that asks for it: a VRN and a ResNeXt-LSTM clip
+model.
 """
 from __future__ import annotations
 
@@ -30,4 +31,28 @@ def trained_vrn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
     found = sorted(root.glob("logs/**/checkpoints/*.ckpt"))
     assert found, f"train.py wrote no checkpoint under {root}"
+    return found[-1]
+
+
+#: Faces per clip of :func:`trained_clip_checkpoint`.
+CLIP_LENGTH = 4
+
+
+def trained_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``.ckpt`` of a ResNeXt-LSTM (tiny backbone, 48 px, clips of :data:`CLIP_LENGTH`) trained for one short
+    epoch on the embedded synthetic videos; trains it on first use."""
+    root = tmp_path_factory.getbasetemp() / "inference_clip"
+    found = sorted(root.glob("logs/**/checkpoints/last.ckpt"))
+    if found:
+        return found[-1]
+    args = ["model=resnext_lstm", "model.net.backbone=tiny", "model.net.hidden_size=32", "model.optimizer.lr=1e-3",
+            "data.image_size=48", "data.builder.num_videos=12", "data.builder.frames_per_video=6",
+            f"data.clip_length={CLIP_LENGTH}", "data.batch_size=4", "trainer.max_epochs=1", "logger=csv",
+            f"paths.log_dir={root / 'logs'}", f"paths.data_dir={root / 'data'}"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    found = sorted(root.glob("logs/**/checkpoints/last.ckpt"))
+    assert found, f"train.py wrote no last.ckpt under {root}"
     return found[-1]

@@ -1,13 +1,13 @@
 """``faceforge predict``: the MesoNet authors' weights on their own test images and on real DFDC videos, through the
 same face extraction as training; bad inputs are reported and the rest goes on. A briefly trained ResNeXt-LSTM clip
-checkpoint scores a real DFDC video as clips of consecutive faces and refuses a single image."""
+checkpoint scores a real DFDC video as the clips evaluation scores (or, on request, clips of consecutive faces
+covering them all) and refuses a single image; the data settings a checkpoint records are checked as untrusted
+data."""
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,14 @@ from faceforge.inference.detection import (
     DEFAULT_MARGIN,
     DEFAULT_NUM_FRAMES,
     InputResult,
+    PredictError,
     Predictor,
     collect_inputs,
     covering_clip_positions,
     format_table,
     load_detector,
 )
+from tests.inference_helpers import CLIP_LENGTH, trained_clip_checkpoint
 
 pytestmark = pytest.mark.fixtures
 
@@ -80,7 +82,7 @@ def test_dfdc_videos_per_frame_and_per_video(meso4, fixtures_dir: Path) -> None:
         times = [f["time_s"] for f in r.frames]
         assert times == sorted(times) and times[-1] > 5.0  # evenly spaced over the 10 s
         assert r.p_fake == pytest.approx(np.mean([f["p_fake"] for f in r.frames]))  # "mean" aggregation
-        assert r.decision == ("fake" if r.p_fake >= 0.5 else "real")
+        assert r.decision == ("fake" if r.p_fake > 0.5 else "real")
         box = r.faces[0].box
         assert 0 <= box[0] < box[2] <= 1920 and 0 <= box[1] < box[3] <= 1080
 
@@ -120,24 +122,10 @@ def test_inputs_are_collected_from_folders(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- clip models
-CLIP_LENGTH = 4
-
-
 @pytest.fixture(scope="module")
-def clip_ckpt(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clip_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ResNeXt-LSTM checkpoint (tiny backbone, 48 px, clips of 4) trained for one short epoch."""
-    root = tmp_path_factory.mktemp("clip_model")
-    args = ["model=resnext_lstm", "model.net.backbone=tiny", "model.net.hidden_size=32", "model.optimizer.lr=1e-3",
-            "data.image_size=48", "data.builder.num_videos=12", "data.builder.frames_per_video=6",
-            f"data.clip_length={CLIP_LENGTH}", "data.batch_size=4", "trainer.max_epochs=1", "logger=csv",
-            f"paths.log_dir={root / 'logs'}", f"paths.data_dir={root / 'data'}"]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=project_root, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
-    found = sorted(root.glob("logs/**/checkpoints/last.ckpt")) or sorted(root.glob("logs/**/checkpoints/*.ckpt"))
-    assert found, f"train.py wrote no checkpoint under {root}"
-    return found[-1]
+    return trained_clip_checkpoint(tmp_path_factory)
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 6, 9, 32, 33])
@@ -156,12 +144,12 @@ def test_clip_model_loads_with_its_recorded_input(clip_ckpt: Path) -> None:
     assert model.image_size == 48 and model.architecture == "ResNeXtLSTM"
 
 
-def test_clip_model_on_a_dfdc_video_and_an_image(clip_ckpt: Path, fixtures_dir: Path, tmp_path: Path,
+def test_clip_model_on_a_dfdc_video_covering_clips_and_an_image(clip_ckpt: Path, fixtures_dir: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     video = sorted((fixtures_dir / "videos" / "dfdc").glob("*.mp4"))[0]
     image = fixtures_dir / "mesonet" / "test_images" / "real" / "real00240.jpg"
-    code = main(["predict", str(clip_ckpt), str(video), str(image), "--frames", "6", "--no-progress",
-                 "--json", str(tmp_path / "out.json"), "--csv", str(tmp_path / "out.csv")])
+    code = main(["predict", str(clip_ckpt), str(video), str(image), "--frames", "6", "--no-progress", "--clips",
+                 "cover", "--json", str(tmp_path / "out.json"), "--csv", str(tmp_path / "out.csv")])
     assert code == 1  # the image failed, as any failed input does
     captured = capsys.readouterr()
     assert "real00240.jpg" in captured.err and "clip model" in captured.err and "single image" in captured.err
@@ -176,9 +164,61 @@ def test_clip_model_on_a_dfdc_video_and_an_image(clip_ckpt: Path, fixtures_dir: 
     assert [c["frames"] for c in vid["clips"]] == [face_frames[:4], face_frames[2:]]  # 6 faces -> 2 clips of 4
     assert all(0.0 <= c["p_fake"] <= 1.0 and c["length"] == CLIP_LENGTH and c["padding"] == 0 for c in vid["clips"])
     assert vid["p_fake"] == pytest.approx(np.mean([c["p_fake"] for c in vid["clips"]]))  # "mean" aggregation
-    assert vid["decision"] == ("fake" if vid["p_fake"] >= 0.5 else "real")
+    assert vid["decision"] == ("fake" if vid["p_fake"] > 0.5 else "real")
     rows = [r for r in csv.DictReader((tmp_path / "out.csv").open()) if r["kind"] == "video"]
     assert [r["clip_frames"] for r in rows] == [" ".join(map(str, c["frames"])) for c in vid["clips"]]
+
+
+def test_clip_model_scores_the_clips_evaluation_scores(clip_ckpt: Path, fixtures_dir: Path) -> None:
+    """By default a video's clips are those evaluation serves: the checkpoint's clips_per_video clips placed by its
+    clip_sampling (here one clip of 4 faces evenly spread over the 6 found), not consecutive faces."""
+    from faceforge.data.detection.clips import clip_positions
+
+    model = load_detector(clip_ckpt)
+    assert (model.clip_sampling, model.clips_per_video) == ("evenly", 1) and model.extraction == {}  # synthetic
+    video = sorted((fixtures_dir / "videos" / "dfdc").glob("*.mp4"))[0]
+    (r,) = Predictor(model, num_frames=6).predict([video], progress=False)
+    face_frames = [f.frame for f in r.faces]
+    assert r.status == "ok" and len(face_frames) == 6
+    assert [c["frames"] for c in r.clips] == [[face_frames[i] for i in (0, 2, 3, 5)]]
+    assert r.p_fake == pytest.approx(r.clips[0]["p_fake"])
+    for sampling, per_video in [("evenly", 3), ("contiguous", 2)]:  # what FaceClipDataset serves in evaluation
+        predictor = Predictor(replace(model, clip_sampling=sampling, clips_per_video=per_video), crops=True)
+        placed = predictor.clip_positions_for(9)
+        assert [p.tolist() for p in placed] == [clip_positions(9, CLIP_LENGTH, sampling, (k + 0.5) / per_video)
+                                                .tolist() for k in range(per_video)]
+        assert [p.tolist() for p in predictor.clip_positions_for(3)] == [[0, 1, 2]]  # short video: one clip
+    with pytest.raises(PredictError, match="clips must be one of"):
+        Predictor(model, crops=True, clips="all")
+
+
+def test_recorded_data_settings_are_checked(tmp_path: Path) -> None:
+    """The data settings a checkpoint records are untrusted data: typed and range-checked, the file named."""
+    from faceforge.inference.detection import _recorded_data
+
+    good = {"datamodule_hyper_parameters": {
+        "clip_sampling": "contiguous", "clips_per_video": 2,
+        "extraction": {"num_frames": 16, "sampling": "stride", "stride": 2, "seed": 3, "margin": 0.2, "size": 64,
+                       "detector": {"min_face_fraction": 0.05, "thresholds": [0.5, 0.6, 0.7], "device": "cuda",
+                                    "keep": 4}}}}
+    extraction, sampling, per_video = _recorded_data(good, tmp_path / "m.ckpt")
+    assert (sampling, per_video) == ("contiguous", 2)
+    assert extraction == {"num_frames": 16, "sampling": "stride", "stride": 2, "seed": 3, "margin": 0.2,
+                          "detector": {"min_face_fraction": 0.05, "thresholds": [0.5, 0.6, 0.7]}}  # no device
+    assert _recorded_data({"datamodule_hyper_parameters": {"builder": {"margin": 0.25}}}, tmp_path / "old.ckpt") \
+        == ({"margin": 0.25}, "evenly", 1)  # an older checkpoint's margin
+    assert _recorded_data({}, tmp_path / "bare.ckpt") == ({}, "evenly", 1)
+    for key, value in [("num_frames", 0), ("num_frames", "32"), ("sampling", "random"), ("margin", -1),
+                       ("margin", float("nan")), ("detector", "os.system"), ("detector", {"factor": "x"}),
+                       ("detector", {"thresholds": [0.5]})]:
+        bad = {"datamodule_hyper_parameters": {"extraction": {**good["datamodule_hyper_parameters"]["extraction"],
+                                                              key: value}}}
+        where = f"m.ckpt: the checkpoint's datamodule_hyper_parameters.extraction.{key}"
+        with pytest.raises(PredictError, match=where):
+            _recorded_data(bad, tmp_path / "m.ckpt")
+    for key, value in [("clip_sampling", "random"), ("clips_per_video", 0), ("clips_per_video", True)]:
+        with pytest.raises(PredictError, match=f"datamodule_hyper_parameters.{key} is"):
+            _recorded_data({"datamodule_hyper_parameters": {key: value}}, tmp_path / "m.ckpt")
 
 
 def test_short_videos_are_padded_and_the_padding_ignored(clip_ckpt: Path) -> None:

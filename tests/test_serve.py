@@ -13,7 +13,7 @@ import trimesh
 from fastapi.testclient import TestClient
 
 from faceforge.serve.app import STATIC_DIR, ServeError, ServeSettings, create_app
-from tests.inference_helpers import trained_vrn_checkpoint
+from tests.inference_helpers import trained_clip_checkpoint, trained_vrn_checkpoint
 
 pytestmark = [pytest.mark.fixtures, pytest.mark.slow]
 
@@ -99,3 +99,20 @@ def test_demo_api_end_to_end(vrn_ckpt: Path, fixtures_dir: Path, tmp_path: Path)
     # shutdown: the folder (meshes, upload spool) is gone and the process's temporary folder is the usual one again
     assert not workdir.exists()
     assert Path(tempfile.gettempdir()) != workdir
+
+
+def test_clip_model_video_verdict_has_its_clips(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path,
+                                                tmp_path: Path) -> None:
+    """A clip model (ResNeXt-LSTM) scores clips, not frames: the verdict lists each clip with its time span and
+    P(fake), the page's chart draws them, and the video's P(fake) is their mean (its video_aggregation)."""
+    settings = ServeSettings(ckpt=str(trained_clip_checkpoint(tmp_path_factory)), frames=6)
+    with TestClient(create_app(settings)) as client:
+        video = _short_video(fixtures_dir / "videos" / "dfdc" / "lynaeydofd.mp4", tmp_path / "clip.mp4", 1.0)
+        r = client.post("/api/analyze", files={"file": ("clip.mp4", video.read_bytes(), "video/mp4")})
+        assert r.status_code == 200, r.text
+        verdict = r.json()["verdict"]
+    assert verdict["status"] == "ok" and verdict["frames"] == []  # no per-frame scores from a clip model
+    (clip,) = verdict["clips"]  # one clip per video, as evaluation scores it
+    assert set(clip) == {"clip", "start_s", "end_s", "length", "p_fake"}
+    assert 0.0 <= clip["start_s"] < clip["end_s"] <= 1.0 and clip["length"] == 4
+    assert verdict["p_fake"] == pytest.approx(clip["p_fake"])

@@ -1,19 +1,23 @@
 """The demo page in a real browser: headless Debian Chromium driven by Selenium (the driver path is given, so
 Selenium Manager downloads nothing). Upload a fixture photo -> the verdict shows, the three.js canvas draws the
-reconstructed face; a text file -> the error shows. A screenshot is saved in the test's temporary folder."""
+reconstructed face; a text file -> the error shows; a video scored by a clip model -> a bar per clip. Screenshots
+are saved in the test's temporary folder."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.inference_helpers import PROJECT_ROOT, trained_vrn_checkpoint
+from tests.inference_helpers import PROJECT_ROOT, trained_clip_checkpoint, trained_vrn_checkpoint
+from tests.test_serve import _short_video
 
 pytestmark = [pytest.mark.fixtures, pytest.mark.slow]
 
@@ -41,18 +45,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path):
+@contextlib.contextmanager
+def _serve(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[str]:
+    """Start ``faceforge serve ARGS`` on a free port; yields its URL, stops it afterwards."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("headless Chromium not installed: apt-get install -y chromium chromium-driver (CI installs it)")
     pytest.importorskip("selenium")
-    ckpt = trained_vrn_checkpoint(tmp_path_factory)
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "faceforge.cli", "serve", "--port", str(port),
-                                 "--ckpt", str(fixtures_dir / "mesonet" / "weights" / "Meso4_DF.h5"),
-                                 "--recon-ckpt", str(ckpt)], cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "faceforge.cli", "serve", "--port", str(port), *args],
+                                cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -68,6 +71,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path):
+    """Meso-4 with the authors' weights and a small trained VRN."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("headless Chromium not installed: apt-get install -y chromium chromium-driver (CI installs it)")
+    with _serve(tmp_path_factory, "--ckpt", str(fixtures_dir / "mesonet" / "weights" / "Meso4_DF.h5"),
+                "--recon-ckpt", str(trained_vrn_checkpoint(tmp_path_factory))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +133,24 @@ def test_text_upload_shows_the_error(server: str, browser, tmp_path: Path) -> No
         lambda d: d.find_element(By.ID, "error") if d.find_element(By.ID, "error").is_displayed() else None)
     assert "notes.txt" in error.text and "not an image" in error.text
     browser.save_screenshot(str(tmp_path / "error.png"))
+
+
+def test_clip_model_video_shows_a_bar_per_clip(tmp_path_factory: pytest.TempPathFactory, browser,
+                                               fixtures_dir: Path, tmp_path: Path) -> None:
+    """A clip model's video verdict: the chart draws one bar per scored clip (a frame model draws points)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("headless Chromium not installed: apt-get install -y chromium chromium-driver (CI installs it)")
+    video = _short_video(fixtures_dir / "videos" / "dfdc" / "lynaeydofd.mp4", tmp_path / "clip.mp4", 1.0)
+    with _serve(tmp_path_factory, "--ckpt", str(trained_clip_checkpoint(tmp_path_factory)), "--frames", "6") as url:
+        browser.get(url)
+        browser.find_element(By.ID, "file-input").send_keys(str(video))
+        browser.find_element(By.ID, "submit").click()
+        chart = WebDriverWait(browser, 180).until(
+            lambda d: d.find_element(By.ID, "clip-chart") if d.find_elements(By.ID, "clip-chart") else None)
+        assert len(chart.find_elements(By.CSS_SELECTOR, "line.clip-bar")) == 1  # one clip per video
+        assert "per clip" in chart.text and not browser.find_elements(By.ID, "frame-chart")
+        assert browser.find_element(By.ID, "decision").text in {"FAKE", "REAL"}
+        browser.save_screenshot(str(tmp_path / "clip_chart.png"))

@@ -192,6 +192,37 @@ def test_real_videos_extract_train_and_evaluate(fixtures_dir, tmp_path, project_
                       "dfdc/liveportrait_d11": 0}
     assert all(np.isfinite(float(r["p_fake"])) for r in rows)
 
+    # `faceforge predict` on the same video files reads them as the checkpoint's faces were extracted (8 evenly
+    # spaced frames, the same detector and margin, recorded in the checkpoint) and scores the clips evaluation
+    # scores, so each video's P(fake) is the one evaluate.py reported (the crops are lossless PNG)
+    from faceforge.inference.detection import Predictor, load_detector
+
+    model = load_detector(best)
+    assert model.extraction["num_frames"] == 8 and model.extraction["margin"] == 0.3
+    assert model.clip_length == 6 and model.image_size == 64
+    results = Predictor(model).predict([root / name for name in REAL_VIDEOS], progress=False)
+    evaluated = {r["video_id"]: float(r["p_fake"]) for r in rows}
+    for name, result in zip(REAL_VIDEOS, results):
+        assert result.status == "ok" and result.frames_sampled == 8, result.message
+        assert len(result.faces) == per_video[f"dfdc/{Path(name).stem}"], name  # the faces extraction found
+        assert result.p_fake == pytest.approx(evaluated[f"dfdc/{Path(name).stem}"], abs=2e-6), name  # 6 decimals
+
+    # the same for a frame model (Meso-4, 256 px crops, extracted by train.py itself): the mean of the faces'
+    # P(fake), as evaluate.py aggregates them
+    frame_data = [o for o in data if not o.startswith(("data.clip_length=", "data.faces_dir=", "data.image_size="))]
+    frame_data += [f"data.faces_dir={tmp_path / 'faces256'}", "data.image_size=256"]
+    run_cli(project_root, "train.py", "model=meso4", *frame_data, "run_name=real_meso", "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2", "logger=csv")
+    best = json.loads((tmp_path / "logs" / "train" / "runs" / "real_meso" / "metrics.json").read_text())
+    run_cli(project_root, "evaluate.py", f"ckpt_path={best['best_checkpoint']}", "run_name=real_meso_ev", *frame_data)
+    rows = _predictions(tmp_path / "logs" / "eval" / "runs" / "real_meso_ev" / "video_predictions.csv")
+    evaluated = {r["video_id"]: float(r["p_fake"]) for r in rows}
+    model = load_detector(best["best_checkpoint"])
+    assert not model.is_clip_model and model.image_size == 256 and model.extraction["num_frames"] == 8
+    for name, result in zip(REAL_VIDEOS, Predictor(model).predict([root / n for n in REAL_VIDEOS], progress=False)):
+        assert result.status == "ok" and len(result.frames) == per_video[f"dfdc/{Path(name).stem}"], name
+        assert result.p_fake == pytest.approx(evaluated[f"dfdc/{Path(name).stem}"], abs=2e-6), name
+
 
 def test_clips_for_a_frame_model_and_frames_for_a_clip_model_are_clear_errors() -> None:
     from faceforge.models.meso import Meso4

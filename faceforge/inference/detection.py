@@ -6,7 +6,10 @@ from the file) or the MesoNet authors' Keras ``.h5`` weights (:func:`faceforge.m
 ``evaluate.py ckpt_path=FILE.h5`` does). :class:`Predictor` then does for every input what training's face
 extraction does (:mod:`faceforge.data.detection.extraction`): decode (PyAV for videos, evenly spaced frames),
 detect faces with MTCNN (:class:`~faceforge.data.detection.extraction.FaceDetector`), cut square crops with the
-same margin and size (:func:`~faceforge.data.detection.extraction.crop_face`), and scores each crop.
+same margin and size (:func:`~faceforge.data.detection.extraction.crop_face`), and scores each crop. The number of
+frames, their sampling, the detector settings and the margin are those the checkpoint's training faces were
+extracted with (its data module records them), so on a video prepared with those settings the video's P(fake)
+equals what ``evaluate.py`` reports for it (``tests/test_train_video.py`` checks this on real videos).
 
 Scores
 ------
@@ -16,16 +19,18 @@ Scores
   or ``vote`` = share of frames above the threshold; :func:`faceforge.metrics.detection.aggregate_by_video`);
 * clip models (ResNeXt-LSTM, a network whose ``forward`` takes ``lengths``): a video's faces (the most confident
   face of each sampled frame with one, in frame order, as :class:`~faceforge.data.detection.clips.FaceClipDataset`
-  takes them) are cut into clips of ``clip_length`` consecutive faces (the checkpoint's ``input.clip_length``) that
-  cover them all: ``K = ceil(n / T)`` clips placed by
-  :func:`~faceforge.data.detection.clips.clip_positions` (``contiguous``) with starts spread evenly from the first
-  face to the last (the last clips may overlap); a video with fewer than ``T`` faces gets one clip padded with its
-  last face and ``lengths = n``, as in training. Each clip gets a P(fake) (``clips`` rows say which frames it covers);
-  the video's P(fake) aggregates the clips by ``video_aggregation``. A clip model cannot score a single image: such an
+  takes them) are cut into clips of ``T = clip_length`` faces (the checkpoint's ``input.clip_length``). By default
+  these are the clips evaluation scores: the checkpoint's ``clips_per_video`` clips placed by its
+  ``clip_sampling`` (``evenly``: ``T`` faces evenly spaced over the video; ``contiguous``: a centred run of ``T``
+  consecutive faces), so the faces of a clip are as far apart as in training. ``clips="cover"`` (``--clips
+  cover``) cuts instead ``K = ceil(n / T)`` clips of consecutive faces that together cover them all
+  (:func:`covering_clip_positions`). A video with fewer than ``T`` faces gets one clip padded with its last face
+  and ``lengths = n``, as in training. Each clip gets a P(fake) (``clips`` rows say which frames it covers); the
+  video's P(fake) aggregates the clips by ``video_aggregation``. A clip model cannot score a single image: such an
   input gets status ``error`` with a message saying so;
-* decision: ``fake`` when ``P(fake) >= threshold`` (the checkpoint's ``threshold`` hyperparameter, 0.5 for
-  imported weights), else ``real``; confidence: the probability of the decided class (``p`` for fake, ``1 - p``
-  for real), in [0.5, 1] at threshold 0.5.
+* decision: ``fake`` when ``P(fake) > threshold`` (the checkpoint's ``threshold`` hyperparameter, 0.5 for
+  imported weights; strictly above, as evaluation and its torchmetrics metrics decide), else ``real``;
+  confidence: the probability of the decided class (``p`` for fake, ``1 - p`` for real), in [0.5, 1] at threshold 0.5.
 
 An input that cannot be read, or in which no face is found, gets ``status`` ``error`` / ``no_face`` with a message
 naming the file and the problem; the other inputs go on.
@@ -46,7 +51,8 @@ import torch
 from faceforge.errors import FaceforgeError
 
 __all__ = ["DEFAULT_MARGIN", "DEFAULT_NUM_FRAMES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "DetectorModel",
-           "FaceScore", "InputResult", "PredictError", "Predictor", "collect_inputs", "covering_clip_positions",
+           "CLIP_MODES", "FaceScore", "InputResult", "PredictError", "Predictor", "collect_inputs",
+           "covering_clip_positions",
            "format_table", "load_detector", "results_to_csv", "results_to_json", "write_results"]
 
 #: Crop margin of training's face extraction (``conf/data/video_base.yaml``, ``builder.margin``): the square crop
@@ -80,6 +86,12 @@ class DetectorModel:
         architecture: the network's class name.
         clip_length: faces per clip ``T`` for a clip model (ResNeXt-LSTM; the checkpoint's ``input.clip_length``),
             None for a frame model.
+        clip_sampling: how evaluation placed a clip's ``T`` faces among a video's faces (the data module's
+            ``clip_sampling``: ``evenly`` or ``contiguous``; see :mod:`faceforge.data.detection.clips`).
+        clips_per_video: clips per video in evaluation (the data module's ``clips_per_video``).
+        extraction: the face extraction settings the training faces were made with (the data module's recorded
+            ``extraction``: ``num_frames``, ``sampling``, ``stride``, ``seed``, ``margin``, ``detector``; empty for
+            imported weights, the synthetic set and checkpoints written before they were recorded).
     """
 
     task: Any
@@ -91,6 +103,9 @@ class DetectorModel:
     path: str
     architecture: str
     clip_length: int | None = None
+    clip_sampling: str = "evenly"
+    clips_per_video: int = 1
+    extraction: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_clip_model(self) -> bool:
@@ -98,16 +113,80 @@ class DetectorModel:
         return self.clip_length is not None
 
 
-def _margin_from(ckpt: dict[str, Any]) -> float | None:
-    """The crop margin a checkpoint records: its data module's ``builder.margin`` (or ``margin``), if any."""
+#: Face detector settings a checkpoint may carry over to inference (``FaceDetector`` keywords; never the device).
+_DETECTOR_KEYS = ("min_face_size", "min_face_fraction", "thresholds", "factor")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _recorded_data(ckpt: dict[str, Any], path: Path) -> tuple[dict[str, Any], str, int]:
+    """The data settings a checkpoint records for inference, checked as untrusted data.
+
+    Returns:
+        ``(extraction, clip_sampling, clips_per_video)``: the data module's ``extraction`` reduced to the keys
+        inference uses (``num_frames``, ``sampling``, ``stride``, ``seed``, ``margin``, ``detector`` with only
+        :data:`_DETECTOR_KEYS`), or ``{}``; its ``clip_sampling`` and ``clips_per_video`` (``evenly`` and 1 when
+        absent). Older checkpoints may hold the margin as ``builder.margin`` or ``margin``.
+
+    Raises:
+        PredictError: a recorded value of the wrong type or out of range (the message names the file and key).
+    """
+    from faceforge.data.detection.clips import CLIP_SAMPLINGS
+    from faceforge.data.detection.extraction.sampling import SAMPLING_MODES
+
     saved = ckpt.get("datamodule_hyper_parameters")
-    if not isinstance(saved, dict):
-        return None
-    for holder in (saved.get("builder"), saved):
-        if isinstance(holder, dict) and isinstance(holder.get("margin"), (int, float)) \
-                and not isinstance(holder.get("margin"), bool):
-            return float(holder["margin"])
-    return None
+    saved = saved if isinstance(saved, dict) else {}
+
+    def bad(key: str, value: Any, want: str) -> PredictError:
+        return PredictError(f"{path}: the checkpoint's datamodule_hyper_parameters.{key} is {value!r}, "
+                            f"expected {want}")
+
+    raw = saved.get("extraction")
+    raw = raw if isinstance(raw, dict) else {}
+    out: dict[str, Any] = {}
+    checks = {"num_frames": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+              "sampling": (lambda v: v in SAMPLING_MODES, f"one of {SAMPLING_MODES}"),
+              "stride": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+              "seed": (_is_int, "an integer"),
+              "margin": (lambda v: _is_number(v) and v >= 0, "a number >= 0")}
+    for key, (ok, want) in checks.items():
+        if key in raw:
+            if not ok(raw[key]):
+                raise bad(f"extraction.{key}", raw[key], want)
+            out[key] = raw[key]
+    detector = raw.get("detector") or {}
+    if not isinstance(detector, dict):
+        raise bad("extraction.detector", detector, "a mapping of FaceDetector settings")
+    kept = {}
+    for key in _DETECTOR_KEYS:
+        value = detector.get(key)
+        if value is None:
+            continue
+        valid = (isinstance(value, list) and len(value) == 3 and all(_is_number(t) for t in value)) \
+            if key == "thresholds" else _is_number(value)
+        if not valid:
+            raise bad(f"extraction.detector.{key}", value, "a number" if key != "thresholds" else "3 numbers")
+        kept[key] = value
+    if kept:
+        out["detector"] = kept
+    if "margin" not in out:  # checkpoints written before the extraction settings were recorded
+        for holder in (saved.get("builder"), saved):
+            if isinstance(holder, dict) and _is_number(holder.get("margin")) and holder["margin"] >= 0:
+                out["margin"] = float(holder["margin"])
+                break
+    sampling = saved.get("clip_sampling", "evenly")
+    if sampling not in CLIP_SAMPLINGS:
+        raise bad("clip_sampling", sampling, f"one of {CLIP_SAMPLINGS}")
+    per_video = saved.get("clips_per_video", 1)
+    if not _is_int(per_video) or per_video < 1:
+        raise bad("clips_per_video", per_video, "an integer >= 1")
+    return out, str(sampling), int(per_video)
 
 
 def load_detector(path: str | Path) -> DetectorModel:
@@ -121,15 +200,17 @@ def load_detector(path: str | Path) -> DetectorModel:
             ``MesoInception_DF.h5`` (told by the HDF5 signature).
 
     Returns:
-        :class:`DetectorModel`; crop size from the checkpoint's ``input.image_size`` (else 256), margin from its data
-        module's ``builder.margin`` (else :data:`DEFAULT_MARGIN`), threshold and aggregation from its
-        hyperparameters (else 0.5 and ``mean``).
+        :class:`DetectorModel`; crop size from the checkpoint's ``input.image_size`` (else 256), the face extraction
+        settings (frames, frame sampling, margin, detector), clip sampling and clips per video from its data module's
+        hyperparameters (else 32 evenly spaced frames, :data:`DEFAULT_MARGIN`, the detector's defaults, one
+        centred clip), threshold and aggregation from its task's hyperparameters (else 0.5 and ``mean``).
 
     Raises:
         faceforge.tasks.checkpointing.CheckpointError: the file is missing, unreadable, or cannot be rebuilt safely.
         faceforge.models.meso.KerasWeightsError: an HDF5 file that is not a MesoNet weight file.
-        PredictError: the checkpoint holds another kind of model (e.g. a 3D reconstruction network), or a clip
-            model (ResNeXt-LSTM) whose checkpoint records no ``input.clip_length`` (or a non-positive one).
+        PredictError: the checkpoint holds another kind of model (e.g. a 3D reconstruction network), a clip
+            model (ResNeXt-LSTM) whose checkpoint records no ``input.clip_length`` (or a non-positive one), or
+            recorded data settings of the wrong type or out of range.
     """
     from omegaconf import OmegaConf
 
@@ -139,17 +220,19 @@ def load_detector(path: str | Path) -> DetectorModel:
 
     path = Path(path)
     needs: dict[str, Any] = {}
+    extraction: dict[str, Any] = {}
+    clip_sampling, clips_per_video = "evenly", 1
     if is_keras_h5(path):
         task, _ = _imported_mesonet_task(OmegaConf.create({"video_aggregation": "mean"}), path)
-        source, size, margin = "MesoNet authors' Keras h5", DEFAULT_IMAGE_SIZE, DEFAULT_MARGIN
+        source, size = "MesoNet authors' Keras h5", DEFAULT_IMAGE_SIZE
     else:
         ckpt = read_checkpoint(path)
         needs, _ = checkpoint_input_needs(ckpt)
+        extraction, clip_sampling, clips_per_video = _recorded_data(ckpt, path)
         task = load_task(ckpt)
         source = "faceforge checkpoint"
         size = int(needs.get("image_size") or DEFAULT_IMAGE_SIZE)
-        margin = _margin_from(ckpt)
-        margin = DEFAULT_MARGIN if margin is None else margin
+    margin = float(extraction.get("margin", DEFAULT_MARGIN))
     if not isinstance(task, DetectionTask):
         raise PredictError(f"{path}: holds a {type(task).__name__} ({type(task.net).__name__}), not a deepfake "
                            f"detection model; `faceforge reconstruct` takes 3D reconstruction checkpoints")
@@ -165,7 +248,8 @@ def load_detector(path: str | Path) -> DetectorModel:
                          threshold=float(task.hparams.get("threshold", 0.5)),
                          video_aggregation=str(task.hparams.get("video_aggregation", "mean") or "mean"),
                          source=source, path=str(path), architecture=type(task.net).__name__,
-                         clip_length=clip_length)
+                         clip_length=clip_length, clip_sampling=clip_sampling, clips_per_video=clips_per_video,
+                         extraction=extraction)
 
 
 def covering_clip_positions(n: int, clip_length: int) -> list[np.ndarray]:
@@ -297,43 +381,60 @@ def _kind(path: Path) -> str:
 
 
 def _decide(p: float, threshold: float) -> tuple[str, float]:
-    fake = p >= threshold
+    fake = p > threshold
     return ("fake" if fake else "real"), (p if fake else 1.0 - p)
+
+
+#: How a clip model's video is cut into clips: ``evaluation`` (the clips ``evaluate.py`` scores) or ``cover``.
+CLIP_MODES = ("evaluation", "cover")
 
 
 class Predictor:
     """Scores images and videos with a :class:`DetectorModel` after training's face extraction.
 
     A frame model scores every face; a clip model scores clips of a video's faces and refuses images (see the
-    module docstring).
+    module docstring). Unless told otherwise, a video is read as the checkpoint's training faces were extracted
+    (:attr:`DetectorModel.extraction`: the number of frames, the frame sampling, the detector settings, the
+    margin), so a video's P(fake) is the one ``evaluate.py`` reports for it on data prepared with those settings.
 
     Args:
         model: from :func:`load_detector`.
-        num_frames: frames sampled evenly per video (0: every frame).
+        num_frames: frames sampled per video (0: every frame; None: the checkpoint's extraction ``num_frames``,
+            else :data:`DEFAULT_NUM_FRAMES`).
         max_faces: faces scored per frame, most confident first.
         batch_size: crops per forward pass.
-        detector: a :class:`~faceforge.data.detection.extraction.FaceDetector` (default: training's settings).
+        detector: a :class:`~faceforge.data.detection.extraction.FaceDetector` (default: the checkpoint's
+            extraction settings on the CPU, else the detector's defaults, as training's extraction).
         crops: the inputs are already face crops (as the MesoNet test images): no detection, a resize to the
             network's size only (OpenCV INTER_AREA).
+        clips: for a clip model, ``"evaluation"`` (default): the checkpoint's ``clips_per_video`` clips placed by
+            its ``clip_sampling`` as evaluation places them (:meth:`clip_positions_for`); ``"cover"``: clips of
+            ``T`` consecutive faces that together cover every face (:func:`covering_clip_positions`).
 
     Raises:
-        PredictError: ``num_frames < 0``, ``max_faces < 1`` or ``batch_size < 1``.
+        PredictError: ``num_frames < 0``, ``max_faces < 1``, ``batch_size < 1`` or an unknown ``clips``.
     """
 
-    def __init__(self, model: DetectorModel, num_frames: int = DEFAULT_NUM_FRAMES, max_faces: int = 1,
-                 batch_size: int = 32, detector: Any | None = None, crops: bool = False) -> None:
+    def __init__(self, model: DetectorModel, num_frames: int | None = None, max_faces: int = 1,
+                 batch_size: int = 32, detector: Any | None = None, crops: bool = False,
+                 clips: str = "evaluation") -> None:
+        if num_frames is None:
+            num_frames = int(model.extraction.get("num_frames", DEFAULT_NUM_FRAMES))
         if num_frames < 0 or max_faces < 1 or batch_size < 1:
             raise PredictError(f"num_frames must be >= 0, max_faces and batch_size >= 1 (got {num_frames}, "
                                f"{max_faces}, {batch_size})")
+        if clips not in CLIP_MODES:
+            raise PredictError(f"clips must be one of {CLIP_MODES}, got {clips!r}")
         self.model = model
         self.num_frames = int(num_frames)
         self.max_faces = int(max_faces)
         self.batch_size = int(batch_size)
         self.crops = bool(crops)
+        self.clips = clips
         if detector is None and not crops:
             from faceforge.data.detection.extraction import FaceDetector
 
-            detector = FaceDetector(device="cpu", keep=self.max_faces)
+            detector = FaceDetector(device="cpu", keep=self.max_faces, **model.extraction.get("detector", {}))
         self.detector = detector
 
     # ---------------------------------------------------------------- scoring
@@ -428,7 +529,7 @@ class Predictor:
             result.message = f"{result.path}: no face found in {result.frames_sampled} sampled frames"
             return result
         length = int(self.model.clip_length)  # type: ignore[arg-type]
-        placed = covering_clip_positions(len(used), length)
+        placed = self.clip_positions_for(len(used))
         stacks, lengths = [], []
         for pos in placed:
             take = np.r_[pos, np.full(length - len(pos), pos[-1], dtype=np.int64)]  # pad as training does
@@ -442,6 +543,35 @@ class Predictor:
                                  "end_s": round(last[1], 4), "p_fake": float(p)})
         self._conclude(result, [c["p_fake"] for c in result.clips])
         return result
+
+    def clip_positions_for(self, n: int) -> list[np.ndarray]:
+        """Where a clip model's clips lie among a video's ``n`` faces (positions in frame order).
+
+        ``clips="evaluation"``: clip ``k`` of ``K = clips_per_video`` takes
+        :func:`~faceforge.data.detection.clips.clip_positions` ``(n, T, clip_sampling, (k + 0.5) / K)``, exactly
+        what :class:`~faceforge.data.detection.clips.FaceClipDataset` serves in validation and test;
+        ``clips="cover"``: :func:`covering_clip_positions`. A video with ``n <= T`` faces gets one clip of all of
+        them (evaluation's ``K`` clips of a short video are all that same clip).
+
+        Returns:
+            int64 arrays of ``min(n, T)`` strictly increasing positions in ``[0, n)``, one per clip.
+
+        Raises:
+            ValueError: ``n < 1``, or a frame model (no ``clip_length``).
+        """
+        from faceforge.data.detection.clips import clip_positions
+
+        if self.model.clip_length is None:
+            raise ValueError(f"{self.model.architecture} is a frame model: it has no clips")
+        length = int(self.model.clip_length)
+        if self.clips == "cover":
+            return covering_clip_positions(n, length)
+        if n < 1:
+            raise ValueError(f"need n >= 1, got {n}")
+        if n <= length:
+            return [clip_positions(n, length, "contiguous", 0.0)]
+        k_total = self.model.clips_per_video
+        return [clip_positions(n, length, self.model.clip_sampling, (k + 0.5) / k_total) for k in range(k_total)]
 
     # ---------------------------------------------------------------- inputs
     def predict_image(self, path: str | Path, data: bytes | None = None) -> InputResult:
@@ -463,7 +593,12 @@ class Predictor:
         return self._finish(result, [(0, 0.0, self.faces_in(image))])
 
     def predict_video(self, path: str | Path, progress: bool | None = None) -> InputResult:
-        """Score a video's evenly sampled frames; never raises for bad input (``status`` says what went wrong).
+        """Score a video's sampled frames; never raises for bad input (``status`` says what went wrong).
+
+        Frames: ``num_frames`` of them chosen by :func:`~faceforge.data.detection.extraction.sample_frame_indices`
+        with the checkpoint's extraction ``sampling`` (default ``evenly``), ``stride`` and ``seed``; the seeded
+        modes (``stride``, ``contiguous``) key their draw by the file name, so they pick the same kind of frames as
+        the dataset's extraction but not necessarily the same ones (its key is the dataset's video id).
 
         Args:
             path: the video file.
@@ -477,7 +612,9 @@ class Predictor:
         try:
             info = probe_video(path)
             n = info.num_frames if self.num_frames == 0 else self.num_frames
-            indices = sample_frame_indices(info.num_frames, n, mode="evenly")
+            ex = self.model.extraction
+            indices = sample_frame_indices(info.num_frames, n, mode=ex.get("sampling", "evenly"),
+                                           stride=ex.get("stride", 1), seed=ex.get("seed", 0), key=Path(path).name)
             per_frame = []
             with FrameStream(path, indices) as stream, \
                     tqdm(total=len(indices), desc=Path(path).name, unit="frame", leave=False,
@@ -567,7 +704,9 @@ def results_to_json(results: Sequence[InputResult], model: DetectorModel | None 
     if model is not None:
         info = {"path": model.path, "source": model.source, "architecture": model.architecture,
                 "image_size": model.image_size, "margin": model.margin, "threshold": model.threshold,
-                "video_aggregation": model.video_aggregation, "clip_length": model.clip_length}
+                "video_aggregation": model.video_aggregation, "clip_length": model.clip_length,
+                "clip_sampling": model.clip_sampling, "clips_per_video": model.clips_per_video,
+                "extraction": model.extraction}
     return {"model": info, "inputs": [r.to_dict() for r in results]}
 
 

@@ -4,7 +4,8 @@ The page (``static/index.html`` + ``static/app.js``) uploads an image or a short
 shows:
 
 * the verdict (``fake`` / ``real``) with P(fake) and its confidence (:mod:`faceforge.inference.detection`, the
-  same face extraction as training), and for a video the per-frame P(fake) as an inline SVG chart;
+  same face extraction as training), and for a video an inline SVG chart of P(fake) over time: a point per
+  frame for a frame model, a bar per clip (from its first to its last face) for a clip model;
 * the reconstructed face (:mod:`faceforge.inference.reconstruction`; for a video, from the frame with the most
   confident face) as a GLB in an interactive three.js viewer (GLTFLoader + OrbitControls). three.js is vendored in
   ``static/vendor/`` (npm ``three@0.170.0``, MIT): the page loads nothing from the network.
@@ -55,20 +56,20 @@ class ServeSettings:
         recon_ckpt: 3D reconstruction checkpoint (None: no 3D face).
         max_upload_mb: largest upload, megabytes (10^6 bytes).
         max_video_s: longest video, seconds.
-        frames: frames scored per video (evenly spaced).
+        frames: frames scored per video (None: the checkpoint's extraction ``num_frames``, else 32).
     """
 
     ckpt: str | None = None
     recon_ckpt: str | None = None
     max_upload_mb: float = 50.0
     max_video_s: float = 30.0
-    frames: int = 16
+    frames: int | None = None
 
     def check(self) -> None:
         """Raise :class:`ServeError` on a limit out of range or when neither checkpoint is given."""
         if not self.ckpt and not self.recon_ckpt:
             raise ServeError("faceforge serve needs --ckpt (deepfake detection) and/or --recon-ckpt (3D face)")
-        if not self.max_upload_mb > 0 or not self.max_video_s > 0 or self.frames < 1:
+        if not self.max_upload_mb > 0 or not self.max_video_s > 0 or (self.frames is not None and self.frames < 1):
             raise ServeError(f"--max-upload-mb and --max-video-s must be > 0 and --frames >= 1 (got "
                              f"{self.max_upload_mb}, {self.max_video_s}, {self.frames})")
 
@@ -135,6 +136,7 @@ class _Engine:
     def _verdict(self, result: Any) -> dict[str, Any]:
         return {"status": result.status, "message": result.message, "p_fake": result.p_fake,
                 "decision": result.decision, "confidence": result.confidence, "frames": result.frames,
+                "clips": [{k: c[k] for k in ("clip", "start_s", "end_s", "length", "p_fake")} for c in result.clips],
                 "faces": len(result.faces), "threshold": self.predictor.model.threshold}
 
     def _analyze_image(self, name: str, data: bytes, image: Any) -> dict[str, Any]:

@@ -52,6 +52,37 @@ class SameSplitWarning(UserWarning):
     """``same_split_for_all=True``: every split holds every row, so validation/test numbers mean nothing."""
 
 
+#: The face extraction settings a checkpoint keeps (``datamodule_hyper_parameters["extraction"]``): the keywords of
+#: :func:`~faceforge.data.detection.extraction.extract.extract_dataset` that decide which frames are read and how a
+#: face becomes a crop (``conf/data/video_base.yaml``, ``builder``).
+EXTRACTION_SETTINGS = ("num_frames", "sampling", "stride", "seed", "margin", "size", "image_format", "detector")
+
+
+def recorded_extraction(builder: Callable[..., Any] | None) -> dict[str, Any] | None:
+    """The face extraction settings of a data module's builder, as primitive values for its checkpoints.
+
+    Args:
+        builder: a ``functools.partial`` of face extraction (Hydra's ``_partial_: true``), or any other builder.
+
+    Returns:
+        ``{key: value}`` for the keys of :data:`EXTRACTION_SETTINGS` the builder sets (``detector`` as a plain dict),
+        or None for a builder that does not extract faces from videos (the synthetic set's renderer, None).
+    """
+    keywords = getattr(builder, "keywords", None)
+    if not isinstance(keywords, dict) or "num_frames" not in keywords or "margin" not in keywords:
+        return None
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    out: dict[str, Any] = {}
+    for key in EXTRACTION_SETTINGS:
+        if key in keywords:
+            value = keywords[key]
+            if isinstance(value, (DictConfig, ListConfig)):
+                value = OmegaConf.to_container(value, resolve=True)
+            out[key] = value
+    return out
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Train / val / test loaders of face crops (or clips of them) from a face index.
 
@@ -95,6 +126,10 @@ class FaceDataModule(pl.LightningDataModule):
             segment centres for val/test) or ``"contiguous"`` (a run of ``T`` consecutive extracted frames).
         clips_per_video: clips per video and epoch (val/test: spread deterministically over the video; the
             video-level metrics average their scores).
+
+    Hyperparameters (``hparams``, kept in checkpoints as ``datamodule_hyper_parameters``): the arguments above but
+    the builder and the transforms, plus ``extraction``: the builder's face extraction settings
+    (:func:`recorded_extraction`; None for the synthetic set), which ``faceforge predict`` follows.
 
     Attributes (after :meth:`setup`):
         video_ids: sorted unique ``video_id`` of the WHOLE index (before any filtering); ``video_idx`` indexes it.
@@ -149,6 +184,8 @@ class FaceDataModule(pl.LightningDataModule):
         if max_faces_per_video is not None and max_faces_per_video < 1:
             raise ValueError(f"max_faces_per_video must be >= 1 or None, got {max_faces_per_video}")
         self.save_hyperparameters(ignore=["builder", "train_transform", "eval_transform"], logger=False)
+        # how the faces were extracted (primitive values), kept in checkpoints so that inference does the same
+        self.hparams["extraction"] = recorded_extraction(builder)
         self.name = name
         self.faces_dir = Path(faces_dir)
         self.builder = builder

@@ -1,4 +1,5 @@
-// faceforge demo page: upload -> /api/analyze -> verdict, per-frame chart (inline SVG), three.js viewer of the GLB.
+// faceforge demo page: upload -> /api/analyze -> verdict, P(fake) over time (inline SVG: per frame, or per clip for a
+// clip model), three.js viewer of the GLB.
 import * as THREE from 'three';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
@@ -26,12 +27,14 @@ function renderVerdict(v) {
   el.append(word, ` P(fake) = ${pct(v.p_fake)} (confidence ${pct(v.confidence)}, ${v.faces} face(s))`);
 }
 
-function renderChart(frames, threshold) {
+// frames: [{time_s, p_fake}] of a frame model; clips: [{start_s, end_s, p_fake}] of a clip model (one bar each)
+function renderChart(frames, clips, threshold) {
   const box = $('chart');
   box.innerHTML = '';
-  if (!frames || frames.length < 2) return;
+  const byClip = Array.isArray(clips) && clips.length > 0;
+  if (!byClip && (!frames || frames.length < 2)) return;
   const W = 640, H = 200, L = 40, R = 10, T = 10, B = 30;
-  const tMax = Math.max(...frames.map((f) => f.time_s)) || 1;
+  const tMax = (byClip ? Math.max(...clips.map((c) => c.end_s)) : Math.max(...frames.map((f) => f.time_s))) || 1;
   const x = (t) => L + (W - L - R) * t / tMax;
   const y = (p) => T + (H - T - B) * (1 - p);
   const ns = 'http://www.w3.org/2000/svg';
@@ -50,11 +53,20 @@ function renderChart(frames, threshold) {
   add('line', { x1: L, y1: y(0), x2: L, y2: y(1), stroke: '#888' });
   add('line', { x1: L, y1: y(threshold), x2: W - R, y2: y(threshold), stroke: '#b3261e', 'stroke-dasharray': '4 3' });
   for (const p of [0, 0.5, 1]) add('text', { x: 4, y: y(p) + 4 }, p.toFixed(1));
-  add('text', { x: W / 2 - 40, y: H - 6 }, 'time (s) \u2192 P(fake) per frame');
+  add('text', { x: W / 2 - 40, y: H - 6 }, `time (s) \u2192 P(fake) per ${byClip ? 'clip' : 'frame'}`);
   add('text', { x: W - R - 30, y: H - 16 }, tMax.toFixed(1));
-  add('polyline', { fill: 'none', stroke: '#1a5fb4', 'stroke-width': 2,
-                    points: frames.map((f) => `${x(f.time_s)},${y(f.p_fake)}`).join(' ') });
-  for (const f of frames) add('circle', { cx: x(f.time_s), cy: y(f.p_fake), r: 3, fill: '#1a5fb4' });
+  if (byClip) {
+    svg.id = 'clip-chart';
+    for (const c of clips) {  // a clip spans its first to its last face; a short stroke where both are one
+      const x1 = x(c.start_s), x2 = Math.max(x(c.end_s), x1 + 4);
+      add('line', { x1, y1: y(c.p_fake), x2, y2: y(c.p_fake), stroke: '#1a5fb4', 'stroke-width': 6,
+                    class: 'clip-bar' });
+    }
+  } else {
+    add('polyline', { fill: 'none', stroke: '#1a5fb4', 'stroke-width': 2,
+                      points: frames.map((f) => `${x(f.time_s)},${y(f.p_fake)}`).join(' ') });
+    for (const f of frames) add('circle', { cx: x(f.time_s), cy: y(f.p_fake), r: 3, fill: '#1a5fb4' });
+  }
   box.append(svg);
 }
 
@@ -118,7 +130,8 @@ $('upload-form').addEventListener('submit', async (event) => {
     if (!response.ok) { showError(data.error || `server answered ${response.status}`); return; }
     $('result').hidden = false;
     renderVerdict(data.verdict);
-    renderChart(data.kind === 'video' && data.verdict ? data.verdict.frames : null,
+    const video = data.kind === 'video' && data.verdict;
+    renderChart(video ? data.verdict.frames : null, video ? data.verdict.clips : null,
                 data.verdict ? data.verdict.threshold : 0.5);
     $('viewer-section').hidden = false;
     $('mesh-note').textContent = data.mesh_url ? '' : (data.mesh_error || '');
