@@ -221,6 +221,36 @@ def test_recorded_data_settings_are_checked(tmp_path: Path) -> None:
             _recorded_data({"datamodule_hyper_parameters": {key: value}}, tmp_path / "m.ckpt")
 
 
+def test_the_data_module_records_its_extraction_settings(tmp_path: Path) -> None:
+    """A face data module keeps its builder's extraction settings as primitives (weights_only-loadable), which
+    load_detector reads back; a builder that does not extract faces records None."""
+    import functools
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from faceforge.data.detection.datamodule import FaceDataModule
+    from faceforge.data.detection.extraction.extract import extract_dataset
+
+    cfg = OmegaConf.create({"detector": {"min_face_fraction": 0.05, "thresholds": [0.5, 0.6, 0.7]}})
+    builder = functools.partial(extract_dataset, dataset="dfdc", root="/data", num_frames=12, sampling="evenly",
+                                stride=1, seed=0, margin=0.25, size=64, image_format="png", detector=cfg.detector,
+                                workers=2, progress=False)
+    dm = FaceDataModule("dfdc", str(tmp_path / "faces"), builder=builder, image_size=64)
+    assert dm.hparams["extraction"] == {"num_frames": 12, "sampling": "evenly", "stride": 1, "seed": 0,
+                                        "margin": 0.25, "size": 64, "image_format": "png",
+                                        "detector": {"min_face_fraction": 0.05, "thresholds": [0.5, 0.6, 0.7]}}
+    torch.save({"datamodule_hyper_parameters": dict(dm.hparams)}, tmp_path / "dm.ckpt")
+    saved = torch.load(tmp_path / "dm.ckpt", weights_only=True)
+    from faceforge.inference.detection import _recorded_data
+
+    extraction, _, _ = _recorded_data(saved, tmp_path / "dm.ckpt")
+    assert extraction["num_frames"] == 12 and extraction["margin"] == 0.25
+    assert extraction["detector"] == {"min_face_fraction": 0.05, "thresholds": [0.5, 0.6, 0.7]}
+    synthetic = FaceDataModule("synthetic", str(tmp_path / "s"), builder=functools.partial(print, num_videos=4))
+    assert synthetic.hparams["extraction"] is None
+
+
 def test_short_videos_are_padded_and_the_padding_ignored(clip_ckpt: Path) -> None:
     """Fewer faces than ``clip_length``: one clip padded with the last face, scored as if the padding were absent."""
     import torch

@@ -582,7 +582,7 @@ class Predictor:
         if self.model.is_clip_model:
             result.status = "error"
             result.message = (f"{path}: {self.model.architecture} is a clip model: it scores clips of "
-                              f"{self.model.clip_length} consecutive faces of a video and cannot score a single "
+                              f"{self.model.clip_length} faces of a video and cannot score a single "
                               f"image; give it a video, or use a frame model (e.g. model=meso4) for images")
             return result
         try:
