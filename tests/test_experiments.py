@@ -90,6 +90,11 @@ def _mutate(path: str, value: object) -> dict:
     ("models.m.overrides", ["paths.log_dir=/elsewhere"], "models.m.overrides[0]", "paths"),
     ("models.m.overrides", ["seed=7"], "models.m.overrides[0]", "runner"),
     ("models.m.overrides", ["not an override"], "models.m.overrides[0]", "key=value"),
+    # a group choice names one of conf/<group>/'s files: a path would make Hydra load (and instantiate) any YAML
+    ("models.m.overrides", ["debug=../../../../tmp/evil"], "models.m.overrides[0]", "config group"),
+    ("models.m.overrides", ["model=/tmp/evil"], "models.m.overrides[0]", "config group"),
+    ("models.m.overrides", ["model=nosuch"], "models.m.overrides[0]", "has no config"),
+    ("models.m.overrides", ["data@model=ffpp"], "models.m.overrides[0]", "package"),
     ("models.m.train_on", "c", "models.m.train_on", "unknown dataset"),
     ("models.m.test_on", ["a", "zzz"], "models.m.test_on[1]", "unknown dataset"),
     ("embedded.datasets", {"a": ["data=synthetic"]}, "embedded.datasets.b", "stand-in"),
@@ -137,6 +142,9 @@ def test_override_check_allows_env_and_config_interpolation() -> None:
     assert check_override("~data.methods") is None
     assert check_override("data.root=${oc.env:X,/default/path}") is None
     assert "interpolated" in check_override("data.root=${python:os.getcwd}")
+    for choice in ("model=meso4", "data=ffpp", "+experiment=vrn_300wlp", "trainer=gpu", "~callbacks.channels_last",
+                   "callbacks=none", "model.net.backbone=tiny"):
+        assert check_override(choice) is None, choice
 
 
 class FakeRunner:

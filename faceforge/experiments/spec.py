@@ -239,10 +239,39 @@ class _Checker:
                             f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
+#: The project's Hydra config folder: a group choice in a spec must name one of its files.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
+
+
+def _group_choice_problem(item: str, bare: str, value: str) -> str | None:
+    """Why ``bare=value`` is not a choice of one of the project's own configs (``conf/<group>/<value>.yaml``),
+    or None. ``bare`` is a config group when ``conf/<bare>/`` is a folder (``data``, ``model``, ``debug``,
+    ``hydra/launcher`` ...); a choice is then a plain config name (no ``/``, ``..``, absolute path or list), so a
+    spec cannot make Hydra load a YAML file from elsewhere."""
+    parts = bare.split("/")
+    if "." in bare or not all(_CONFIG_NAME.match(part) for part in parts):
+        return None  # a value (data.root=...), not a group choice
+    group = CONF_DIR.joinpath(*parts)
+    if not group.is_dir():
+        return None
+    if item.startswith("~") and not value:
+        return None  # ~group: drop the group's config
+    if not _CONFIG_NAME.match(value):
+        return (f"{item!r}: {bare} is a config group; its value must be the name of a config in conf/{bare}/ "
+                f"(no path, no list)")
+    if not (group / f"{value}.yaml").is_file():
+        known = sorted(f.stem for f in group.glob("*.yaml"))
+        return f"{item!r}: conf/{bare}/ has no config {value!r} (known: {', '.join(known)})"
+    return None
+
+
 def check_override(item: str, runner_keys: tuple[str, ...] = RUNNER_KEYS) -> str | None:
     """Why a Hydra override may not come from a spec file, or None when it may.
 
-    Allowed: ``key=value``, ``+key=value``, ``~key`` forms over the project's config groups and settings, with
+    Allowed: ``key=value``, ``+key=value``, ``~key`` forms over the project's config groups and settings (a group
+    choice must name a config file of the group's folder under ``conf/``: no path, which would make Hydra load a
+    YAML from elsewhere, and no ``@package``), with
     interpolations limited to environment variables (``${oc.env:NAME}`` or ``${oc.env:NAME,default}``) and other
     config values (``${paths.data_dir}``): no other resolver. Refused:
     anything naming ``_target_`` / ``_partial_`` / ``_args_`` (code to instantiate), ``hydra`` settings, ``paths.*``
@@ -257,6 +286,11 @@ def check_override(item: str, runner_keys: tuple[str, ...] = RUNNER_KEYS) -> str
             return f"{item!r} is not a Hydra override of the form key=value"
         key, value = match.group("key"), match.group("value")
     bare = key.lstrip("+~")
+    if "@" in bare:
+        return f"{item!r} moves a config to another package (@): a spec only selects configs"
+    group_problem = _group_choice_problem(item, bare, value)
+    if group_problem:
+        return group_problem
     if any(word in item for word in ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")):
         return f"{item!r} names code to instantiate (_target_/_partial_/...): a spec only selects configs"
     if bare.split(".")[0].split("/")[0] == "hydra":
