@@ -340,6 +340,20 @@ def test_evaluate_refuses_crafted_data_settings(tmp_path, project_root, data, ke
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("key,value", [("faces_dir", "HIJACK"), ("root", "/"), ("num_workers", 64),
+                                       ("builder", "x")])
+def test_evaluate_refuses_input_needs_that_are_not_input_settings(tmp_path, project_root, key, value):
+    """A checkpoint's ``input`` may only set the shape of what its network takes, never where data are read or
+    written: a crafted ``faces_dir`` would make evaluate.py build and read data wherever the file says."""
+    from faceforge.runs.evaluation import evaluate
+
+    ckpt = _checkpoint(MESO4_SPEC)
+    ckpt["hyper_parameters"]["input"] = {"image_size": 256, key: str(tmp_path / value) if key == "faces_dir" else value}
+    with pytest.raises(CheckpointError, match=f"hyper_parameters.input: '{key}' is not an input setting"):
+        evaluate(_eval_cfg(project_root, tmp_path, _save(tmp_path, ckpt), "data=synthetic"))
+    assert not (tmp_path / "HIJACK").exists() and not (tmp_path / "data").exists()
+
+
 def test_cli_reports_a_crafted_checkpoint_in_one_line(tmp_path, project_root):
     """The real command line: exit status 2 and one ``CheckpointError`` line, no traceback, no marker."""
     import subprocess

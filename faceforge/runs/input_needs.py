@@ -22,10 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from faceforge.runs.common import RunConfigError
 
-__all__ = ["LEGACY_DATA_KEYS", "apply_input_needs", "command_line_keys", "legacy_input_needs", "plain_input_needs"]
+__all__ = ["INPUT_KEYS", "LEGACY_DATA_KEYS", "apply_input_needs", "command_line_keys", "legacy_input_needs",
+           "plain_input_needs"]
 
 #: Data-module hyperparameters of older checkpoints that described the network's input.
 LEGACY_DATA_KEYS = ("image_size", "clip_length", "clip_sampling", "clips_per_video")
+#: The only data settings an input need may set: the shape of what the network takes (a crop side, a clip length,
+#: clips per batch, a volume depth) and, in older checkpoints, how clips were placed. Where data are read or
+#: written (``root``, ``faces_dir``, the builder ...) is never a model's, least of all a checkpoint's, to decide.
+INPUT_KEYS = ("image_size", "clip_length", "batch_size", "volume_depth", "clip_sampling", "clips_per_video")
 
 
 def command_line_keys() -> set[str]:
@@ -41,8 +46,8 @@ def command_line_keys() -> set[str]:
 
 
 def plain_input_needs(needs: Any, where: str) -> dict[str, Any]:
-    """Check input needs read from a config or a checkpoint: a mapping of setting names to scalars (int, float,
-    bool, str, None), no Hydra control key, no ``${...}`` interpolation in a string. Returns a plain dict.
+    """Check input needs read from a config or a checkpoint: a mapping of :data:`INPUT_KEYS` names to scalars (int,
+    float, bool, str, None), no Hydra control key, no ``${...}`` interpolation in a string. Returns a plain dict.
 
     Raises:
         RunConfigError: anything else; the message names ``where`` (e.g. ``the checkpoint x.ckpt's input``).
@@ -57,6 +62,9 @@ def plain_input_needs(needs: Any, where: str) -> dict[str, Any]:
     for key, value in needs.items():
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             raise RunConfigError(f"{where}: {key!r} is not a data setting name")
+        if key not in INPUT_KEYS:
+            raise RunConfigError(f"{where}: {key!r} is not an input setting (allowed: {', '.join(INPUT_KEYS)}); "
+                                 f"where data are read or written is the data config's, not the model's")
         if not (value is None or isinstance(value, (bool, int, float, str))):
             raise RunConfigError(f"{where}.{key} must be a plain value, got {type(value).__name__}")
         if isinstance(value, str) and "${" in value:
