@@ -225,3 +225,17 @@ def test_legacy_csv_fast_parse_equals_the_checked_row_by_row_read(tmp_path):
     assert fi._read_csv_columns_arrow(path) is None
     with pytest.raises(FaceIndexError, match="num_frames.*3e2x"):
         FaceIndex.read(path)
+
+
+@pytest.mark.parametrize("crop_path", ["/tmp/secret.png", "../secret.png", "crops/../../secret.png", "C:/x.png",
+                                       "crops\\..\\x.png"])
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_crop_paths_outside_the_folder_are_refused(tmp_path, crop_path, fmt):
+    """An index is data: a crop path leading out of its folder is refused on read (never opened)."""
+    rows = [_row("dfdc/a", 0), {**_row("dfdc/a", 1), "crop_path": crop_path}]
+    index = FaceIndex.from_records(rows, tmp_path)
+    path = index.write() if fmt == "parquet" else index.write_csv(tmp_path / LEGACY_INDEX_FILENAME)
+    with pytest.raises(FaceIndexError, match=f"crop_path .* is not a relative path inside {tmp_path}"):
+        FaceIndex.read(path)
+    ok = FaceIndex.from_records([_row("dfdc/a", 0), {**_row("dfdc/a", 1), "crop_path": "crops/a..b/x.png"}], tmp_path)
+    assert len(FaceIndex.read(ok.write())) == 2  # '..' inside a name is not a way out

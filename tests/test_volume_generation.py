@@ -10,6 +10,7 @@ index.
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import scipy.io
 
 from faceforge.data.reconstruction.cli import main
 from faceforge.data.reconstruction.codec import DENSE_BYTES_PER_SAMPLE
+from faceforge.data.reconstruction.errors import VolumeGenerationError
 from faceforge.data.reconstruction.generation import (
     REPORT_FILENAME,
     VolumeGenerationConfig,
@@ -221,6 +223,20 @@ def test_truncated_store_is_a_clear_error(run: tuple[Path, VolumeReport], tmp_pa
     data = (out / first).read_bytes()
     (out / first).write_bytes(data[: len(data) // 3])
     with pytest.raises(VolumeStoreError, match=rf"{first.split('/')[-1]}: cannot open the volume store"):
+        open_volume_store(out)
+
+
+@pytest.mark.parametrize("where", ["/tmp/elsewhere/secret.h5", "../secret.h5", "shards/../../secret.h5"])
+def test_store_file_outside_the_folder_is_refused(run: tuple[Path, VolumeReport], tmp_path: Path,
+                                                  where: str) -> None:
+    """The index is data: a store_file leading out of its folder is refused before any file is opened."""
+    out = tmp_path / "copy"
+    shutil.copytree(run[0], out)
+    index = out / INDEX_FILENAME
+    first = read_volume_index(out)[0]["store_file"]
+    index.write_text(index.read_text().replace(first, where, 1))
+    with pytest.raises(VolumeGenerationError, match=rf"{INDEX_FILENAME}: store_file '{re.escape(where)}' is not a "
+                                                    rf"relative path inside"):
         open_volume_store(out)
 
 

@@ -69,3 +69,41 @@ class ReaderReport:
                 "errors": self.errors, "skipped": dict(self.skipped),
                 "counts": {k: len(v) for k, v in (("missing", self.missing), ("unlabelled", self.unlabelled),
                                                    ("unassigned", self.unassigned), ("errors", self.errors))}}
+
+
+def unsafe_relative_paths(paths: Any) -> list[str]:
+    """The entries of ``paths`` that are not plain relative paths inside their folder.
+
+    Prepared-data indexes (``face_index.parquet``'s ``crop_path``, ``volume_index.csv``'s ``store_file``) name
+    files relative to the index's folder; a value read from such a file is data, so an absolute path, a drive
+    letter, a backslash or a ``..`` component (a way out of the folder) is refused instead of followed.
+
+    Args:
+        paths: an iterable of ``str`` or ``bytes`` (e.g. a :class:`~faceforge.data.detection.face_index.StringColumn`'s
+            vocabulary, or a list of strings).
+
+    Returns:
+        The offending entries as ``str`` (at most 5, in input order); empty when all are safe.
+    """
+    import numpy as np
+
+    if isinstance(paths, np.ndarray) and paths.dtype.kind in "SU" and len(paths):
+        # vectorised for the millions of crop paths of a full-size index (bytes are compared as they are stored)
+        enc = (lambda t: t.encode()) if paths.dtype.kind == "S" else (lambda t: t)
+        slash, colon = np.char.find(paths, enc("/")), np.char.find(paths, enc(":"))
+        mask = ((np.char.str_len(paths) == 0) | np.char.startswith(paths, enc("/"))
+                | (np.char.find(paths, enc("\\")) >= 0) | ((colon >= 0) & ((slash < 0) | (colon < slash)))
+                | (paths == enc("..")) | np.char.startswith(paths, enc("../"))
+                | (np.char.find(paths, enc("/../")) >= 0) | np.char.endswith(paths, enc("/..")))
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for v in paths[np.flatnonzero(mask)[:5]].tolist()]
+    bad: list[str] = []
+    for raw in paths:
+        value = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+        parts = value.split("/")
+        if (not value or value.startswith("/") or "\\" in value or ":" in parts[0] or "\x00" in value
+                or any(part == ".." for part in parts)):
+            bad.append(value)
+            if len(bad) >= 5:
+                break
+    return bad

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from faceforge.data.core.records import unsafe_relative_paths
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 
@@ -375,8 +376,9 @@ class FaceIndex:
 
         Raises:
             FaceIndexError: if the file is missing, is not a readable index (wrong columns or types, a corrupt file,
-                an empty value in a Parquet column), or a value does not parse; the message names the file (and for
-                a CSV the line and the column).
+                an empty value in a Parquet column), a value does not parse, or a ``crop_path`` leads outside the
+                index's folder (absolute, ``..``); the message names the file (and for a CSV the line and the
+                column).
         """
         path = Path(path)
         if path.is_dir():
@@ -387,6 +389,11 @@ class FaceIndex:
             columns = _read_csv_columns(path)
         else:
             columns = _read_parquet_columns(path)
+        crop_paths = columns["crop_path"]
+        bad = unsafe_relative_paths(crop_paths.vocab if isinstance(crop_paths, StringColumn) else crop_paths)
+        if bad:
+            raise FaceIndexError(f"{path}: crop_path {bad[0]!r} is not a relative path inside {path.parent} (an "
+                                 f"absolute path or a '..' component); the index is refused, nothing was opened")
         meta_path = path.with_name(META_FILENAME)
         meta: dict[str, Any] = {}
         if meta_path.is_file():

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from faceforge.data.core.records import unsafe_relative_paths
 from faceforge.data.reconstruction.errors import VolumeGenerationError
 from faceforge.data.reconstruction.store import VolumeStore
 from faceforge.utils.atomic import atomic_write_text
@@ -89,7 +90,8 @@ def read_volume_index(output: str | os.PathLike) -> list[dict[str, Any]]:
         float64 array (crop pixels).
 
     Raises:
-        VolumeGenerationError: naming the file if it is missing or lacks columns.
+        VolumeGenerationError: naming the file if it is missing, lacks columns, holds a malformed value, or names a
+            ``store_file`` outside its folder (absolute, ``..``).
     """
     path = Path(output)
     if path.is_dir():
@@ -113,6 +115,10 @@ def read_volume_index(output: str | os.PathLike) -> list[dict[str, Any]]:
             except ValueError as exc:
                 raise VolumeGenerationError(f"{path}: row {i + 1}: malformed value ({exc})") from exc
             rows.append(row)
+    bad = unsafe_relative_paths(dict.fromkeys(r["store_file"] for r in rows))
+    if bad:
+        raise VolumeGenerationError(f"{path}: store_file {bad[0]!r} is not a relative path inside {path.parent} (an "
+                                    f"absolute path or a '..' component); the index is refused, nothing was opened")
     return rows
 
 
