@@ -80,7 +80,8 @@ def test_celebdf_bad_list_cli_exits_1_and_leaves_earlier_outputs_unchanged(tmp_p
 
 # ----------------------------------------------------------------------------------------------- DFDC names
 def make_dfdc_escape(tmp_path: Path) -> tuple[Path, Path]:
-    """A DFDC root whose metadata names one good video and three names that leave its folder."""
+    """A DFDC root whose metadata names one good video and three names that leave its folder, and whose test
+    labels name a file outside and a test/videos file that is a symbolic link out of the root."""
     root = tmp_path / "dfdc"
     outside = touch(tmp_path / "outside.mp4", b"secret")
     touch(root / "good.mp4", b"not a video")
@@ -90,7 +91,9 @@ def make_dfdc_escape(tmp_path: Path) -> tuple[Path, Path]:
         "../outside.mp4": {"label": "FAKE", "split": "train", "original": "good.mp4"},
         "/etc/hosts": {"label": "FAKE", "split": "train", "original": "good.mp4"},
         "sub/x.mp4": {"label": "FAKE", "split": "train", "original": "good.mp4"}})
-    touch(root / "test" / "labels.csv", b"filename,label\n../../outside.mp4,1\n")
+    touch(root / "test" / "labels.csv", b"filename,label\n../../outside.mp4,1\nlinked.mp4,1\n")
+    (root / "test" / "videos").mkdir(parents=True)
+    (root / "test" / "videos" / "linked.mp4").symlink_to(outside)  # a plain name whose file links out
     return root, outside
 
 
@@ -99,9 +102,10 @@ def test_dfdc_names_outside_the_root_are_skipped_counted_and_warned(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="faceforge.data.detection.readers.dfdc"):
         records, report = read_dfdc(root)
     assert [r.video_id for r in records] == ["dfdc/good"]
-    assert report.skipped == {"outside_root": 4} and report.to_dict()["skipped"] == {"outside_root": 4}
+    assert report.skipped == {"outside_root": 5} and report.to_dict()["skipped"] == {"outside_root": 5}
     errors = "\n".join(report.errors)
     assert "'/etc/hosts'" in errors and "'../outside.mp4'" in errors and "labels.csv:2" in errors
+    assert "labels.csv:3" in errors and "linked.mp4 leads outside" in errors
     warned = "\n".join(r.getMessage() for r in caplog.records)
     assert str(root / "metadata.json") in warned and str(root / "test" / "labels.csv") in warned
 
@@ -124,7 +128,7 @@ def test_dfdc_extraction_never_opens_a_file_outside_the_root(tmp_path, monkeypat
     assert opened == [str(root / "good.mp4")]
     assert str(out / "prepare_report.json") in str(err.value)
     report = json.loads((out / "prepare_report.json").read_text())
-    assert report["reader"]["skipped"] == {"outside_root": 4}
+    assert report["reader"]["skipped"] == {"outside_root": 5}
     assert outside.read_bytes() == b"secret"
 
 

@@ -225,6 +225,9 @@ def _read_test(root: Path, labels_csv: Path, report: ReaderReport) -> list[Video
                         test_dir)
             continue
         path = next((p for p in (test_dir / fname, test_dir / "videos" / fname) if p.is_file()), None)
+        if path is not None and safe_member(path.parent, fname) is None:  # test/videos/NAME: a link out of it
+            report.skip("outside_root", f"{labels_csv}:{lineno}: {path} leads outside {path.parent}; skipped")
+            continue
         if path is None:
             report.missing.append(str(test_dir / fname))
             continue
