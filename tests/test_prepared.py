@@ -77,9 +77,22 @@ def test_report_lines_list_each_kind_with_a_few_examples():
 def test_an_unreadable_settings_record_is_refused_naming_it(tmp_path: Path):
     faces = tmp_path / "faces"
     FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32).prepare_data()
-    (faces / BUILD_RECORD).write_text("{not json")
-    with pytest.raises(FaceDataError, match=f"{BUILD_RECORD} is unreadable"):
-        FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32).prepare_data()
+    for broken in ("{not json", '{"builder": "x", "kwargs": [1]}', '{"kwargs": {}}', "[1, 2]"):
+        (faces / BUILD_RECORD).write_text(broken)
+        with pytest.raises(FaceDataError, match=f"{BUILD_RECORD} is unreadable"):
+            FaceDataModule("synthetic", str(faces), builder=_builder(seed=0), image_size=32).prepare_data()
+
+
+def test_a_report_of_the_wrong_shape_is_no_report(tmp_path: Path, caplog):
+    """prepare_report.json is data: one of another shape is ignored with a warning, never a traceback."""
+    from faceforge.data.core.prepared import PREPARE_REPORT, read_prepare_report
+
+    for broken in ('{"counts": [1, 2]}', '{"problems": {"a": 1}}', '{"problems": [1]}', '{"problem_counts": 3}'):
+        (tmp_path / PREPARE_REPORT).write_text(broken)
+        assert read_prepare_report(tmp_path) is None
+    assert "is not a preparation report" in caplog.text
+    (tmp_path / PREPARE_REPORT).write_text('{"counts": {"videos": 2}, "problems": [], "problem_counts": {}}')
+    assert read_prepare_report(tmp_path)["counts"] == {"videos": 2}
 
 
 def _prepare_main():

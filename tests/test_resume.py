@@ -205,6 +205,17 @@ def _cfg(net: dict | None = None, data: dict | None = None, loss: str = "bce"):
                              "data": data or {"image_size": 256, "clip_length": None}})
 
 
+def test_a_checkpoint_with_a_malformed_position_is_a_resume_error() -> None:
+    from faceforge.runs.resume import checkpoint_position
+
+    assert checkpoint_position({"epoch": 2, "global_step": 8, "callbacks": {}}) == \
+        {"epoch": 2, "global_step": 8, "mid_epoch": False}
+    for bad in ({"epoch": "x", "global_step": 1}, {"epoch": 1, "global_step": 1, "callbacks": [1]},
+                {"epoch": 1.5, "global_step": 1}):
+        with pytest.raises(ResumeError, match="last.ckpt: its epoch"):
+            checkpoint_position(bad, "run/last.ckpt")
+
+
 def test_resume_checks_name_each_difference() -> None:
     check_resume(_ckpt_dict(), _cfg(), "last.ckpt")  # the same settings pass
     cases = [(_cfg(net={"_target_": "x.Meso4", "dropout": 0.2}), "model.net.dropout: 0.5 -> 0.2"),

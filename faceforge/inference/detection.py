@@ -227,9 +227,9 @@ def load_detector(path: str | Path) -> DetectorModel:
         source, size = "MesoNet authors' Keras h5", DEFAULT_IMAGE_SIZE
     else:
         ckpt = read_checkpoint(path)
-        needs, _ = checkpoint_input_needs(ckpt)
+        needs, _ = checkpoint_input_needs(ckpt, path)
         extraction, clip_sampling, clips_per_video = _recorded_data(ckpt, path)
-        task = load_task(ckpt)
+        task = load_task(ckpt, source=path)
         source = "faceforge checkpoint"
         size = int(needs.get("image_size") or DEFAULT_IMAGE_SIZE)
     margin = float(extraction.get("margin", DEFAULT_MARGIN))

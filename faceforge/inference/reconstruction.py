@@ -86,8 +86,8 @@ def load_reconstructor(path: str | Path) -> ReconstructorModel:
         raise ReconstructError(f"{path}: the MesoNet authors' weights detect deepfakes; `faceforge reconstruct` "
                                f"needs a 3D reconstruction checkpoint (model=vrn, vrn_guided, vrn_multitask)")
     ckpt = read_checkpoint(path)
-    needs, _ = checkpoint_input_needs(ckpt)
-    task = load_task(ckpt)
+    needs, _ = checkpoint_input_needs(ckpt, path)
+    task = load_task(ckpt, source=path)
     if not isinstance(task, VolumeRegressionTask):
         raise ReconstructError(f"{path}: holds a {type(task).__name__} ({type(task.net).__name__}), not a 3D "
                                f"reconstruction model; `faceforge predict` takes detection checkpoints")

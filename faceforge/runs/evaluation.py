@@ -29,10 +29,11 @@ from faceforge.utils.run_info import collect_run_info, write_run_info
 log = logging.getLogger(__name__)
 
 
-def checkpoint_input_needs(ckpt: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def checkpoint_input_needs(ckpt: dict[str, Any], source: str | Path | None = None) -> tuple[dict[str, Any], str]:
     """What the checkpoint's network needs of the data: its task's ``input`` hyperparameter (``model.input`` when it
     was trained), or for checkpoints written before that, the input settings of its data module's hyperparameters
-    (:func:`faceforge.runs.input_needs.legacy_input_needs`). Returns (needs, where they came from).
+    (:func:`faceforge.runs.input_needs.legacy_input_needs`). Returns (needs, where they came from). ``source``, the
+    checkpoint's path, starts the error messages.
 
     Raises:
         CheckpointError: the saved values are not plain settings (a ``_target_``, an interpolation, an object).
@@ -43,7 +44,7 @@ def checkpoint_input_needs(ckpt: dict[str, Any]) -> tuple[dict[str, Any], str]:
             return plain_input_needs(hparams["input"], "the checkpoint's hyper_parameters.input"), "input"
         return legacy_input_needs(ckpt), "datamodule_hyper_parameters"
     except RunConfigError as exc:
-        raise CheckpointError(str(exc)) from None
+        raise CheckpointError(f"{source}: {exc}" if source is not None else str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -183,8 +184,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         trained_on = f"imported:{ckpt_path.name}"
     else:
         ckpt = read_checkpoint(ckpt_path)
-        needs, _ = checkpoint_input_needs(ckpt)
-        task = load_task(ckpt)
+        needs, _ = checkpoint_input_needs(ckpt, ckpt_path)
+        task = load_task(ckpt, source=ckpt_path)
         _check_task_fits_data(task, cfg, ckpt_path)
         needs = {k: v for k, v in needs.items() if k in cfg.data}  # e.g. a batch size the data does not take
         inherited = apply_input_needs(cfg, needs, explicit, where=f"the checkpoint {ckpt_path.name}'s input")

@@ -52,11 +52,23 @@ class ResumeError(FaceforgeError, ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def checkpoint_position(ckpt: Mapping[str, Any]) -> dict[str, Any]:
-    """Where a checkpoint stands: ``{"epoch", "global_step", "mid_epoch"}`` (epoch 0-based, as Lightning stores)."""
-    mid = any(isinstance(v, Mapping) and v.get("mid_epoch") for v in (ckpt.get("callbacks") or {}).values())
-    return {"epoch": int(ckpt.get("epoch", -1)), "global_step": int(ckpt.get("global_step", -1)),
-            "mid_epoch": bool(mid)}
+def checkpoint_position(ckpt: Mapping[str, Any], where: str | Path = "the checkpoint") -> dict[str, Any]:
+    """Where a checkpoint stands: ``{"epoch", "global_step", "mid_epoch"}`` (epoch 0-based, as Lightning stores).
+
+    Args:
+        ckpt: the checkpoint's contents.
+        where: the checkpoint's path, for messages.
+
+    Raises:
+        ResumeError: ``epoch`` / ``global_step`` are not integers or ``callbacks`` is not a mapping.
+    """
+    callbacks = ckpt.get("callbacks") or {}
+    epoch, step = ckpt.get("epoch", -1), ckpt.get("global_step", -1)
+    if not isinstance(callbacks, Mapping) or any(not isinstance(v, int) or isinstance(v, bool) for v in (epoch, step)):
+        raise ResumeError(f"{where}: its epoch ({epoch!r}), global_step ({step!r}) or callbacks "
+                          f"({type(callbacks).__name__}) are not what Lightning writes: it cannot be resumed")
+    mid = any(isinstance(v, Mapping) and v.get("mid_epoch") for v in callbacks.values())
+    return {"epoch": epoch, "global_step": step, "mid_epoch": bool(mid)}
 
 
 def _same(a: Any, b: Any) -> bool:

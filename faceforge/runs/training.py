@@ -128,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         ckpt = read_checkpoint(ckpt_path)
         check_resume(ckpt, cfg, ckpt_path)
-        position = checkpoint_position(ckpt)
+        position = checkpoint_position(ckpt, ckpt_path)
         del ckpt
     elif cfg.get("train", True):
         check_fresh_run_folder(output_dir)

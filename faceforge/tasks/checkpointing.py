@@ -181,7 +181,8 @@ def _task_kwargs(cls: type, hparams: dict[str, Any], where: str) -> dict[str, An
     return kwargs
 
 
-def load_task(ckpt_path: str | Path | dict[str, Any], map_location: str | torch.device = "cpu") -> Any:
+def load_task(ckpt_path: str | Path | dict[str, Any], map_location: str | torch.device = "cpu",
+              source: str | Path | None = None) -> Any:
     """Rebuild a faceforge task (network + weights) from a checkpoint through faceforge's registry.
 
     The file is read with ``torch.load(weights_only=True)``; the task class comes from
@@ -193,6 +194,7 @@ def load_task(ckpt_path: str | Path | dict[str, Any], map_location: str | torch.
     Args:
         ckpt_path: a ``.ckpt`` written by ``train.py``, or its contents already read by :func:`read_checkpoint`.
         map_location: device for the tensors.
+        source: the file the contents came from, for messages (when ``ckpt_path`` is the contents).
 
     Returns:
         The task (a LightningModule) in eval mode.
@@ -203,7 +205,7 @@ def load_task(ckpt_path: str | Path | dict[str, Any], map_location: str | torch.
             ``_partial_``, ...), non-primitive or unknown arguments; or its weights do not fit the network.
     """
     if isinstance(ckpt_path, dict):
-        ckpt, where = ckpt_path, "checkpoint (contents)"
+        ckpt, where = ckpt_path, (f"checkpoint {Path(source)}" if source is not None else "checkpoint (contents)")
     else:
         ckpt, where = read_checkpoint(ckpt_path, map_location), f"checkpoint {Path(ckpt_path)}"
     info = ckpt.get("faceforge")

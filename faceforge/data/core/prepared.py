@@ -189,8 +189,9 @@ def ensure_built(folder: Path, index_name: str | Sequence[str], builder: Callabl
         if builder is not None and record.is_file():
             try:
                 recorded = json.loads(record.read_text(encoding="utf-8"))
-                if not isinstance(recorded, dict):
-                    raise ValueError("not a JSON object")
+                if not isinstance(recorded, dict) or not isinstance(recorded.get("builder"), str) \
+                        or not isinstance(recorded.get("kwargs", {}), dict):
+                    raise ValueError('not a JSON object {"builder": "...", "kwargs": {...}}')
             except (OSError, ValueError) as exc:
                 raise error(f"{record} is unreadable ({exc}): the settings {folder} was built with are unknown. "
                             f"Point {setting_name} to a new folder, or delete {folder} to rebuild it") from exc
@@ -265,7 +266,8 @@ def make_report(builder: str, counts: Mapping[str, int], problems: Iterable[Mapp
 
 
 def read_prepare_report(folder: str | Path) -> dict[str, Any] | None:
-    """The ``prepare_report.json`` of ``folder``, or None when there is none or it is unreadable (warned).
+    """The ``prepare_report.json`` of ``folder``, or None when there is none, it is unreadable or not shaped like a
+    report (warned).
 
     Reads only that one file and never instantiates anything from it.
     """
@@ -277,7 +279,13 @@ def read_prepare_report(folder: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         log.warning("%s is unreadable (%s): no preparation report", path, exc)
         return None
-    return report if isinstance(report, dict) else None
+    shapes = {"counts": dict, "problems": list, "problem_counts": dict}
+    if not isinstance(report, dict) or any(not isinstance(report.get(k, t()), t) for k, t in shapes.items()) \
+            or any(not isinstance(p, dict) for p in report.get("problems", [])):
+        log.warning("%s is not a preparation report (a JSON object with counts, problems, problem_counts): "
+                    "no preparation report", path)
+        return None
+    return report
 
 
 def report_lines(report: Mapping[str, Any], folder: str | Path | None = None) -> list[str]:
