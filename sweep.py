@@ -3,7 +3,8 @@
 Composes ``conf/train.yaml`` with the overrides (Hydra's compose API), then runs Optuna trials of ``train.py`` until
 the study holds ``sweep.n_trials`` finished ones (see :mod:`faceforge.sweeps.optuna_sweep`). Rerunning the same
 command resumes the study from its storage; ``sweep.n_trials=N`` extends it. Prints where the best trial is recorded.
-Exit codes: 0 done, 1 a sweep that cannot run (one line naming the reason), 130 interrupted.
+Exit codes: 0 done, 1 a sweep that cannot run (one line naming the reason), 2 a config mistake on the command line
+(Hydra's message, one line), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="[sweep] %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    from hydra.errors import HydraException
+
     try:
         result = run_sweep(args, ROOT)
+    except HydraException as exc:  # a config mistake on the command line: an unknown group, key or value
+        print(f"faceforge: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     except FaceforgeError as exc:
         print(f"faceforge: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -123,3 +123,22 @@ def test_a_sweep_without_a_search_is_one_clear_line(tmp_path, project_root) -> N
     assert proc.stderr.strip().splitlines() == [
         "faceforge: SweepError: no sweep: block in the config: give a search, e.g. `python sweep.py "
         "hparams_search=meso_optuna` (conf/hparams_search/)"]
+
+
+@pytest.mark.parametrize("args,code,start", [
+    (["hparams_search=nosuch"], 2, "faceforge: MissingConfigException: In 'train': Could not find"),
+    (["hparams_search=meso_optuna", "sweep.ntrials=3"], 2, "faceforge: ConfigCompositionException: Could not override"),
+    (["hparams_search=meso_optuna", "sweep.n_trials=abc"], 1, "faceforge: SweepError: sweep.n_trials='abc'"),
+    (["hparams_search=meso_optuna", "sweep.n_trials=0"], 1, "faceforge: SweepError: sweep.n_trials=0"),
+])
+def test_command_line_mistakes_are_one_line(tmp_path, project_root, args, code, start) -> None:
+    """Hydra's config errors and a bad trial count: one line and a usage exit status, no traceback, nothing run."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "sweep.py", *args, f"paths.log_dir={tmp_path}"], cwd=project_root,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), proc.stderr
+    assert not (tmp_path / "sweeps").exists()

@@ -59,8 +59,8 @@ MAX_CONSECUTIVE_FAILURES = 3
 
 
 class SweepError(FaceforgeError, RuntimeError):
-    """A sweep that cannot run: no ``sweep:`` block, an unknown sampler, a study stored with another
-    direction, or too many failed trials in a row (names the trial's log)."""
+    """A sweep that cannot run: no ``sweep:`` block, ``n_trials`` not an integer >= 1, an unknown sampler, a study
+    stored with another direction, or too many failed trials in a row (names the trial's log)."""
 
 
 def compose_sweep_config(overrides: Sequence[str], config_dir: Path) -> DictConfig:
@@ -174,13 +174,16 @@ def run_sweep(overrides: Sequence[str], project_root: Path, python: str = sys.ex
     cfg = compose_sweep_config(overrides, project_root / "conf")
     sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
     assert isinstance(sweep, dict)
+    n_trials = sweep.get("n_trials", 20)
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise SweepError(f"sweep.n_trials={n_trials!r}: give the number of finished trials the study should hold "
+                         f"(an integer >= 1)")
     study_name = str(sweep.get("study_name") or "sweep")
     sweep_dir = Path(str(cfg.paths.log_dir)).resolve() / "sweeps" / study_name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     storage = str(sweep.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}")
     direction = _direction(sweep, cfg)
     space = parse_search_space(sweep.get("params") or {})
-    n_trials = int(sweep.get("n_trials", 20))
     monitor, mode = str(cfg.model.monitor), "min" if direction == "minimize" else "max"
     existing = 0
     try:
