@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class FaceforgeError(Exception):
     """Base class of faceforge's user-facing errors (bad input, impossible configuration)."""
+
+
+class BuilderSettingsError(FaceforgeError, ValueError):
+    """A data builder's setting out of range or unknown (``data.builder.*`` in a data config, or the flag that sets
+    it); the message names the setting and its allowed values. Raised before anything is written."""

@@ -133,3 +133,21 @@ def test_prepare_py_usage_and_input_errors(tmp_path: Path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("faceforge: ") and str(empty) in err[0]
     assert not (tmp_path / "faces" / "face_index.parquet").exists()
+
+
+def test_builder_settings_out_of_range_are_faceforge_errors(tmp_path: Path):
+    """A data.builder setting out of range is a one-line user error (FaceforgeError), raised before anything is
+    written, for the synthetic detection and 3D builders and for face extraction."""
+    from faceforge.data.detection.extraction.extract import extract_faces
+    from faceforge.data.reconstruction.synthetic import build_synthetic_reconstruction
+    from faceforge.errors import BuilderSettingsError, FaceforgeError
+
+    cases = [(functools.partial(build_synthetic_detection, tmp_path / "a", frames_per_video=0), "frames_per_video"),
+             (functools.partial(build_synthetic_detection, tmp_path / "b", num_videos=1), "num_videos=1"),
+             (functools.partial(build_synthetic_reconstruction, tmp_path / "c", num_samples=2), "num_samples=2"),
+             (functools.partial(extract_faces, [], tmp_path / "d", num_frames=0), "num_frames >= 1")]
+    for call, words in cases:
+        with pytest.raises(BuilderSettingsError, match=words) as info:
+            call()
+        assert isinstance(info.value, FaceforgeError) and isinstance(info.value, ValueError)
+    assert not any((tmp_path / name).exists() for name in "abcd")

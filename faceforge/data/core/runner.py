@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from faceforge.errors import BuilderSettingsError as SettingsError
+
 __all__ = ["RunStats", "run_parallel"]
 
 T = TypeVar("T")
@@ -152,7 +154,7 @@ def run_parallel(items: Iterable[T], work_fn: Callable[[T], R], *, workers: int 
         KeyboardInterrupt: Ctrl-C; the workers are ended before it propagates.
     """
     if isinstance(workers, bool) or not isinstance(workers, int):
-        raise ValueError(f"workers must be an integer, got {workers!r}")
+        raise SettingsError(f"workers must be an integer, got {workers!r}")
     t0 = time.perf_counter()
     items = list(items)
     stats = RunStats(total=len(items))

@@ -96,6 +96,7 @@ from faceforge.data.detection.synthetic_faces import (
     sample_scene,
     with_inner_face_of,
 )
+from faceforge.errors import BuilderSettingsError as SettingsError
 from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -269,26 +270,26 @@ def build_synthetic_detection(output_dir: str | Path, num_videos: int = 48, fram
     methods = tuple(str(m) for m in methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown synthetic manipulation methods {unknown}; known: {sorted(METHODS)}")
+        raise SettingsError(f"unknown synthetic manipulation methods {unknown}; known: {sorted(METHODS)}")
     if not temporal_artifacts and set(methods) & set(TEMPORAL_ONLY_METHODS):
-        raise ValueError(f"methods {sorted(set(methods) & set(TEMPORAL_ONLY_METHODS))} have only a temporal trace: "
-                         f"they need temporal_artifacts=True (else their fakes equal their source videos)")
+        raise SettingsError(f"methods {sorted(set(methods) & set(TEMPORAL_ONLY_METHODS))} have only a temporal trace: "
+                           f"they need temporal_artifacts=True (else their fakes equal their source videos)")
     if not 0.0 <= fake_fraction < 1.0:
-        raise ValueError(f"fake_fraction must be in [0, 1), got {fake_fraction}")
+        raise SettingsError(f"fake_fraction must be in [0, 1), got {fake_fraction}")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum "
-                         f"to less than 1")
+        raise SettingsError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum "
+                           f"to less than 1")
     if image_size < 32:
-        raise ValueError(f"image_size must be >= 32, got {image_size}")
+        raise SettingsError(f"image_size must be >= 32, got {image_size}")
     if frames_per_video < 1:
-        raise ValueError(f"frames_per_video must be >= 1, got {frames_per_video}")
+        raise SettingsError(f"frames_per_video must be >= 1, got {frames_per_video}")
     n_fake = round(num_videos * fake_fraction) if methods else 0
     n_real = int(num_videos) - n_fake
     n_val = _at_least_one(n_real * val_fraction, val_fraction)
     n_test = _at_least_one(n_real * test_fraction, test_fraction)
     if n_real < 1 or n_real - n_val - n_test < 1:
-        raise ValueError(f"num_videos={num_videos} gives {n_real} real videos (source groups): too few for a train "
-                         f"split plus {n_val} val and {n_test} test groups; use more videos")
+        raise SettingsError(f"num_videos={num_videos} gives {n_real} real videos (source groups): too few for a train "
+                           f"split plus {n_val} val and {n_test} test groups; use more videos")
 
     # splits by source group
     perm = np.random.default_rng([seed, _SPLIT]).permutation(n_real)

@@ -69,6 +69,7 @@ from faceforge.data.reconstruction.codec import EncodedVolume
 from faceforge.data.reconstruction.generation import REPORT_FILENAME
 from faceforge.data.reconstruction.store import VolumeSample, VolumeStoreWriter, encode_image
 from faceforge.data.reconstruction.volume_index import INDEX_FILENAME, write_volume_index
+from faceforge.errors import BuilderSettingsError as SettingsError
 from faceforge.geometry.volume_frame import VolumeFrame
 from faceforge.geometry.voxelize import FaceColumns, crop_frame_from_points, face_columns, rasterize_depth
 from faceforge.utils.atomic import atomic_write_json
@@ -796,14 +797,14 @@ def build_synthetic_reconstruction(output_dir: str | os.PathLike, num_samples: i
     out = Path(output_dir)
     n = int(num_samples)
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum "
-                         f"to less than 1")
+        raise SettingsError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum "
+                           f"to less than 1")
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
     n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
     if n - n_val - n_test < 1:
-        raise ValueError(f"num_samples={n} is too few for a train split plus {n_val} val and {n_test} test samples")
+        raise SettingsError(f"num_samples={n} is too few for a train split plus {n_val} val and {n_test} test samples")
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise SettingsError(f"shard_size must be >= 1, got {shard_size}")
     params = {"num_samples": n, "size": int(size), "depth": int(depth), "seed": int(seed),
               "val_fraction": float(val_fraction), "test_fraction": float(test_fraction),
               "max_yaw_deg": float(max_yaw_deg), "supersample": int(supersample), "shard_size": int(shard_size),

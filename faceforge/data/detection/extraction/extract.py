@@ -56,6 +56,7 @@ from faceforge.data.detection.face_index import (
     FaceIndex,
     format_landmarks,
 )
+from faceforge.errors import BuilderSettingsError as SettingsError
 from faceforge.errors import FaceforgeError
 from faceforge.utils.atomic import atomic_write_bytes, atomic_write_json
 from faceforge.utils.mappings import flatten_dotted
@@ -450,14 +451,14 @@ def extract_faces(records: Iterable[VideoRecord], output_dir: str | Path, num_fr
     for vid in ids:
         _check_video_id(vid)
     if sampling not in SAMPLING_MODES:
-        raise ValueError(f"unknown sampling mode {sampling!r}; choose one of {list(SAMPLING_MODES)}")
+        raise SettingsError(f"unknown sampling mode {sampling!r}; choose one of {list(SAMPLING_MODES)}")
     if num_frames < 1 or stride < 1 or size < 1 or margin < 0 or workers < 1 or torch_threads < 1:
-        raise ValueError(f"need num_frames >= 1, stride >= 1, size >= 1, margin >= 0, workers >= 1, "
-                         f"torch_threads >= 1; got {num_frames}, {stride}, {size}, {margin}, {workers}, "
-                         f"{torch_threads}")
+        raise SettingsError(f"need num_frames >= 1, stride >= 1, size >= 1, margin >= 0, workers >= 1, "
+                           f"torch_threads >= 1; got {num_frames}, {stride}, {size}, {margin}, {workers}, "
+                           f"{torch_threads}")
     image_format = {"jpeg": "jpg"}.get(image_format.lower(), image_format.lower())
     if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"unknown image format {image_format!r}; choose one of {list(IMAGE_FORMATS)}")
+        raise SettingsError(f"unknown image format {image_format!r}; choose one of {list(IMAGE_FORMATS)}")
     output_dir = check_output_dir(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
