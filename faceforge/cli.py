@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from faceforge.errors import FaceforgeError
 
@@ -106,6 +108,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         return _usage_error("predict", f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.frames is not None and args.frames < 0:
+        return _usage_error("predict", f"--frames must be >= 0 (0 = every frame), got {args.frames}")
+    if args.max_faces < 1:
+        return _usage_error("predict", f"--max-faces must be >= 1, got {args.max_faces}")
     model = load_detector(args.ckpt)
     if args.threshold is not None:
         model.threshold = float(args.threshold)
@@ -143,6 +149,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from faceforge.serve.app import ServeSettings, run_server
 
+    if not 0 <= args.port <= 65535:
+        return _usage_error("serve", f"--port must be in 0..65535, got {args.port}")
+    if args.frames is not None and args.frames < 1:
+        return _usage_error("serve", f"--frames must be >= 1, got {args.frames}")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        return _usage_error("serve", f"--max-upload-mb must be a number > 0, got {args.max_upload_mb}")
+    if not args.max_video_s > 0:  # also refuses nan
+        return _usage_error("serve", f"--max-video-s must be > 0, got {args.max_video_s}")
     run_server(ServeSettings(ckpt=args.ckpt, recon_ckpt=args.recon_ckpt, max_upload_mb=args.max_upload_mb,
                              max_video_s=args.max_video_s, frames=args.frames), host=args.host, port=args.port)
     return 0
@@ -153,10 +167,37 @@ def _usage_error(command: str, message: str) -> int:
     return 2
 
 
+def _output_folder_problem(flag: str, path: str) -> str | None:
+    """Why ``path`` cannot be (or become) an output folder: it, or its nearest existing parent, is not a folder;
+    None when it can."""
+    out = Path(path).expanduser().absolute()
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "" if p == out else f" (a parent of {out})"
+                return f"{flag} {path}: {p}{where} is an existing file, not a folder"
+            return None
+    return None
+
+
+def _check_dispatched(command: str, argv: list[str]) -> str | None:
+    """Checks of a dispatched subcommand's arguments made before its module runs (a usage error message, or None)."""
+    if command == "cross-dataset" and not {"-h", "--help"} & set(argv):
+        pre = argparse.ArgumentParser(prog=f"faceforge {command}", add_help=False)
+        pre.add_argument("--out")
+        known, _ = pre.parse_known_args(argv)
+        if known.out is not None:
+            return _output_folder_problem("--out", known.out)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``faceforge`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status (see the module doc)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DISPATCHED:
+        problem = _check_dispatched(argv[0], argv[1:])
+        if problem is not None:
+            return _usage_error(argv[0], problem)
         module = importlib.import_module(DISPATCHED[argv[0]][0])
         return int(module.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)

@@ -62,3 +62,75 @@ def test_console_scripts_are_declared(project_root: Path) -> None:
     # the old per-tool commands keep working
     for name in ["faceforge-extract-faces", "faceforge-make-volumes", "faceforge-cross-dataset"]:
         assert f"{name} = " in scripts
+
+
+def _usage_line(err: str, command: str) -> str:
+    """The error line of a usage error (``usage: ...`` then one ``faceforge COMMAND: error: ...`` line)."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"usage: faceforge {command}"), err
+    assert lines[1].startswith(f"faceforge {command}: error: "), err
+    return lines[1]
+
+
+@pytest.mark.parametrize(("flags", "named"), [(["--crops", "--frames", "-3"], "--frames"),
+                                              (["--max-faces", "0"], "--max-faces"),
+                                              (["--threshold", "nan"], "--threshold")])
+def test_predict_flags_out_of_range_are_usage_errors(flags: list[str], named: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # checked before the checkpoint is read: a missing one is not reached
+    assert main(["predict", str(tmp_path / "missing.ckpt"), str(tmp_path), *flags]) == 2
+    assert named in _usage_line(capsys.readouterr().err, "predict")
+
+
+@pytest.mark.parametrize(("flags", "named"), [(["--port", "99999"], "--port"), (["--port", "-5"], "--port"),
+                                              (["--frames", "0"], "--frames"),
+                                              (["--max-upload-mb", "inf"], "--max-upload-mb"),
+                                              (["--max-video-s", "nan"], "--max-video-s")])
+def test_serve_flags_out_of_range_are_usage_errors(flags: list[str], named: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--ckpt", str(tmp_path / "missing.ckpt"), *flags]) == 2
+    assert named in _usage_line(capsys.readouterr().err, "serve")
+
+
+def test_serve_address_that_cannot_be_bound_is_one_line_serve_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from faceforge.serve import app
+
+    def no_models(settings):  # noqa: ANN001, ANN202 - the address is bound before any model is loaded
+        raise AssertionError("create_app reached")
+
+    monkeypatch.setattr(app, "create_app", no_models)
+    ckpt = str(tmp_path / "model.ckpt")
+    with socket.socket() as busy:  # a port in use
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--ckpt", ckpt, "--port", str(port)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("faceforge: ServeError: cannot listen on 127.0.0.1:") and "\n" not in err
+    # an address that is not this machine's (TEST-NET-1: resolves without DNS)
+    assert main(["serve", "--ckpt", ckpt, "--host", "192.0.2.1", "--port", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("faceforge: ServeError: cannot listen on 192.0.2.1:0") and "\n" not in err
+
+
+def test_serve_settings_refuse_an_infinite_upload_limit() -> None:
+    from faceforge.serve.app import ServeError, ServeSettings
+
+    with pytest.raises(ServeError, match="max-upload-mb"):
+        ServeSettings(ckpt="x.ckpt", max_upload_mb=float("inf")).check()
+
+
+def test_cross_dataset_out_that_is_a_file_is_a_usage_error(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out in [str(a_file), f"--out={a_file / 'tables'}"]:
+        argv = ["cross-dataset", str(tmp_path), *(["--out", out] if not out.startswith("--") else [out])]
+        assert main(argv) == 2
+        line = _usage_line(capsys.readouterr().err, "cross-dataset")
+        assert "--out" in line and str(a_file) in line and "existing file" in line
+    assert a_file.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -20,8 +20,11 @@ parser's spool files land there too.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
+import socket
+import sys
 import tempfile
 import threading
 import uuid
@@ -69,8 +72,9 @@ class ServeSettings:
         """Raise :class:`ServeError` on a limit out of range or when neither checkpoint is given."""
         if not self.ckpt and not self.recon_ckpt:
             raise ServeError("faceforge serve needs --ckpt (deepfake detection) and/or --recon-ckpt (3D face)")
-        if not self.max_upload_mb > 0 or not self.max_video_s > 0 or (self.frames is not None and self.frames < 1):
-            raise ServeError(f"--max-upload-mb and --max-video-s must be > 0 and --frames >= 1 (got "
+        if (not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0) or not self.max_video_s > 0
+                or (self.frames is not None and self.frames < 1)):
+            raise ServeError(f"--max-upload-mb (finite) and --max-video-s must be > 0 and --frames >= 1 (got "
                              f"{self.max_upload_mb}, {self.max_video_s}, {self.frames})")
 
 
@@ -257,11 +261,57 @@ def create_app(settings: ServeSettings) -> Any:
 def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the demo with uvicorn until interrupted (Ctrl-C); the temporary folder is removed on the way out.
 
+    The address is bound before the models are loaded, so a port in use or a host that is not this machine's
+    fails at once, with one line.
+
     Raises:
-        ServeError: bad settings.
+        ServeError: bad settings, a port out of 0..65535, or an address that cannot be bound (in use, unknown host).
         faceforge.tasks.checkpointing.CheckpointError: a checkpoint that cannot be loaded (at start-up).
     """
     import uvicorn
 
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    def listen(host: str, port: int) -> list[socket.socket]:
+        """Sockets bound to every address of ``host`` at ``port`` (as asyncio's ``create_server`` binds them).
+
+        Raises:
+            ServeError: a port out of 0..65535, a host that does not resolve, an address in use or not available.
+        """
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ServeError(f"the port must be an integer in 0..65535, got {port!r}")
+        where = f"{host}:{port}"
+        try:
+            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as exc:
+            raise ServeError(f"cannot listen on {where}: {' '.join(str(exc).split())}") from None
+        sockets: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address[0], port, *address[2:]))
+                if port == 0:  # every address on the port the first one got
+                    port = sock.getsockname()[1]
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            raise ServeError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        return sockets
+
+    settings.check()
+    sockets = listen(host, port)
+    try:
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+        bound = sockets[0].getsockname()
+        log_host = f"[{bound[0]}]" if sockets[0].family == socket.AF_INET6 else bound[0]
+        print(f"faceforge serve: http://{log_host}:{bound[1]} (Ctrl-C to quit)", file=sys.stderr, flush=True)
+        try:
+            server.run(sockets=sockets)
+        except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly (as uvicorn.run does)
+            pass
+    finally:
+        for sock in sockets:
+            sock.close()

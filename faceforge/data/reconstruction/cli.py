@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -95,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _range_problem(args: argparse.Namespace) -> str | None:
+    """The first flag out of its range (a usage error message naming it), or None."""
+    checks = [
+        (args.workers >= 1, f"--workers must be >= 1, got {args.workers}"),
+        (args.shard_size >= 1, f"--shard-size must be >= 1, got {args.shard_size}"),
+        (args.limit is None or args.limit >= 1, f"--limit must be >= 1 (leave it out for every sample), got "
+                                                f"{args.limit}"),
+        (args.size >= 1, f"--size must be >= 1, got {args.size}"),
+        (args.depth >= 1, f"--depth must be >= 1, got {args.depth}"),
+        (math.isfinite(args.margin) and args.margin >= 0, f"--margin must be a number >= 0, got {args.margin}"),
+        (0 <= args.z_margin < args.depth, f"--z-margin must be in [0, --depth) = [0, {args.depth}), got "
+                                          f"{args.z_margin}"),
+        (args.image_size is None or args.image_size >= 0, f"--image-size must be >= 0 (0 accepts any size), got "
+                                                           f"{args.image_size}"),
+        (args.max_landmark_nme is None or not math.isnan(args.max_landmark_nme),
+         "--max-landmark-nme must be a number (< 0 disables the check), got nan"),
+        (1 <= args.jpeg_quality <= 100, f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}"),
+        (0.0 <= args.val_fraction <= 1.0, f"--val-fraction must be in [0, 1], got {args.val_fraction}"),
+    ]
+    return next((message for ok, message in checks if not ok), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``faceforge-make-volumes``.
 
@@ -103,9 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         Exit status: 0 finished, 1 fatal error (one line ``faceforge: <ErrorClass>: message`` on stderr) or
-        internal errors on samples (argparse exits with 2 on bad arguments).
+        internal errors on samples (argparse exits with 2 on bad arguments, a flag out of its range included:
+        ``--size 0``, ``--limit 0``, ``--jpeg-quality 500``, ...).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = _range_problem(args)
+    if problem is not None:
+        parser.error(problem)  # usage + one error line, exit status 2, before anything is read or written
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     try:

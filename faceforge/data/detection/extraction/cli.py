@@ -15,7 +15,8 @@ the builder into ``--output``, records its settings (``built_with.json``) and pr
 Exit status: 0 when the run completed (videos that could not be read are counted in the summary and in
 ``prepare_report.json``); 1 with one line ``faceforge: <ErrorClass>: message`` when the dataset layout or the
 settings are wrong, when ``--output`` is an existing file, when no face at all was found, or when the disk filled
-up (no index is written then); 2 on invalid arguments (usage).
+up (no index is written then); 2 on invalid arguments (usage), a ``--device`` torch cannot parse or that this
+machine lacks (``cuda`` without a GPU) included, checked before anything is created.
 """
 from __future__ import annotations
 
@@ -90,10 +91,43 @@ class _UsageError(FaceforgeError):
     """A flag that does not fit the other flags (exit status 2, like argparse's own errors)."""
 
 
+def _check_device(device: str) -> None:
+    """Refuse a ``--device`` torch cannot parse or this machine does not have (before any output is created).
+
+    Raises:
+        _UsageError: not a torch device, not cpu / cuda / mps, or a cuda (mps) device this machine lacks.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise _UsageError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _UsageError(f"--device {device}: CUDA is not available on this machine (no GPU or no driver); "
+                              f"use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise _UsageError(f"--device {device}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise _UsageError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise _UsageError(f"--device {device}: the face detector runs on cpu, cuda[:N] or mps, not {dev.type}")
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
-    """The Hydra overrides that the flags given stand for (flags not given add none)."""
+    """The Hydra overrides that the flags given stand for (flags not given add none).
+
+    Raises:
+        _UsageError: a flag that does not apply to the dataset, or a ``--device`` that is not usable here.
+    """
     from faceforge.data.core.prepared import override_value
     from faceforge.data.detection.readers import READERS
+
+    if args.device is not None:
+        _check_device(args.device)
 
     out = [f"data={args.dataset}", f"data.root={override_value(args.root)}",
            f"data.faces_dir={override_value(str(Path(args.output).expanduser().resolve()))}"]
@@ -123,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 when the extraction ran; 1 on a dataset layout or settings error, an output path that is a file, a full
         disk, or when no face at all was found (one line ``faceforge: <ErrorClass>: ...`` on stderr naming the file
-        at fault); 2 when a flag does not apply to the dataset. Other invalid arguments (usage) make argparse exit
+        at fault); 2 when a flag does not apply to the dataset or ``--device`` is not a device this machine has
+        (nothing is created then). Other invalid arguments (usage) make argparse exit
         with status 2.
     """
     parser = build_parser()
