@@ -109,3 +109,23 @@ def test_a_taken_temporary_name_is_never_reused(tmp_path, monkeypatch):
     atomic_write_text(tmp_path / "a.txt", "mine")
     assert (tmp_path / ".a.txt.taken.txt").read_text() == "someone else's"
     assert (tmp_path / "a.txt").read_text() == "mine"
+
+
+def test_a_destination_that_cannot_be_written_is_a_clear_error(tmp_path):
+    """A folder as destination, or a file where a folder should be: OutputPathError (a FaceforgeError and an
+    OSError) naming the destination and what is in the way, with the underlying errno; nothing is left behind."""
+    from faceforge.errors import FaceforgeError
+    from faceforge.utils.atomic import OutputPathError, check_destination
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    cases = [(tmp_path / "adir", "it is a folder", 21), (tmp_path / "afile" / "x.csv", "afile is a file", 20),
+             (tmp_path / "afile" / "sub" / "y.json", "afile is a file", 20)]
+    for target, words, code in cases:
+        for write, args in ((atomic_write_text, (target, "hi")), (check_destination, (target,))):
+            with pytest.raises(OutputPathError, match=f"cannot write {target}: .*{words}") as info:
+                write(*args)
+            assert isinstance(info.value, FaceforgeError) and isinstance(info.value, OSError)
+            assert info.value.errno == code
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not list((tmp_path / "adir").iterdir())
+    assert check_destination(tmp_path / "new" / "ok.json") == tmp_path / "new" / "ok.json"

@@ -354,6 +354,21 @@ def test_evaluate_refuses_input_needs_that_are_not_input_settings(tmp_path, proj
     assert not (tmp_path / "HIJACK").exists() and not (tmp_path / "data").exists()
 
 
+def test_evaluate_refuses_a_bad_aggregation_or_results_path_before_testing(tmp_path, project_root):
+    """Mistakes on the command line are found before the data are prepared and the test pass runs."""
+    from faceforge.runs.common import RunConfigError
+    from faceforge.runs.evaluation import evaluate
+    from faceforge.utils.atomic import OutputPathError
+
+    path = _save(tmp_path, _checkpoint(MESO4_SPEC))
+    with pytest.raises(RunConfigError, match="video_aggregation=foo: use one of mean, max, vote"):
+        evaluate(_eval_cfg(project_root, tmp_path, path, "data=synthetic", "video_aggregation=foo"))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputPathError, match="afile is a file, not a folder"):
+        evaluate(_eval_cfg(project_root, tmp_path, path, "data=synthetic", f"results_path={tmp_path}/afile/r.json"))
+    assert not (tmp_path / "data").exists()
+
+
 def test_cli_reports_a_crafted_checkpoint_in_one_line(tmp_path, project_root):
     """The real command line: exit status 2 and one ``CheckpointError`` line, no traceback, no marker."""
     import subprocess

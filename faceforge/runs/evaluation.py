@@ -22,7 +22,8 @@ from faceforge.runs.config_checks import check_model_data_pairing, check_require
 from faceforge.runs.input_needs import apply_input_needs, command_line_keys, legacy_input_needs, plain_input_needs
 from faceforge.runs.resume import write_hydra_record
 from faceforge.tasks.checkpointing import CheckpointError, load_task, read_checkpoint
-from faceforge.utils.atomic import atomic_write_json, atomic_write_text
+from faceforge.tasks.detection import VIDEO_AGGREGATIONS
+from faceforge.utils.atomic import atomic_write_json, atomic_write_text, check_destination
 from faceforge.utils.hashing import file_sha256
 from faceforge.utils.run_info import collect_run_info, write_run_info
 
@@ -196,6 +197,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                    "path": str(ckpt_path.resolve()), "sha256": file_sha256(ckpt_path),
                    "faceforge_version": str(info.get("version", "") or "")}
     check_required_settings(cfg, "evaluate.py")
+    if cfg.get("video_aggregation") and str(cfg.video_aggregation) not in VIDEO_AGGREGATIONS:
+        raise RunConfigError(f"video_aggregation={cfg.video_aggregation}: use one of {', '.join(VIDEO_AGGREGATIONS)}")
+    check_destination(Path(str(cfg.results_path)))  # before the test pass, not after it
     _apply_mesh_overrides(task, cfg)  # a 3D checkpoint's mesh options (+model.mesh_frame=..., +model.mesh_nme=...)
     pl.seed_everything(cfg.seed, workers=True)
     if inherited:

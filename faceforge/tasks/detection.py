@@ -43,6 +43,15 @@ from faceforge.tasks.protocols import task_data
 LOGGED_METRICS = ("auc", "eer", "ap", "acc", "precision", "recall", "f1")
 
 
+#: How a video's frame (or clip) probabilities become its probability
+#: (:func:`~faceforge.metrics.detection.aggregate_by_video`).
+VIDEO_AGGREGATIONS = ("mean", "max", "vote")
+
+
+class DetectionConfigError(FaceforgeError, ValueError):
+    """An unknown ``model.loss`` or ``model.video_aggregation`` (the message names the setting and its values)."""
+
+
 class DetectionInputError(FaceforgeError, ValueError):
     """A batch does not fit the network: clips (a batch with ``lengths``) for a frame model, or single frames for a
     clip model; the message names the setting to change (``data.clip_length``)."""
@@ -89,7 +98,7 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
             data config's own settings.
 
     Raises:
-        ValueError: unknown ``loss`` or ``video_aggregation``.
+        DetectionConfigError: unknown ``loss`` or ``video_aggregation``.
         DetectionInputError: from the steps, when clip batches meet a frame model or frame batches a clip model.
         faceforge.tasks.optim.OptimConfigError: from :meth:`configure_optimizers`, when no parameter is trainable
             or the optimiser spec is invalid.
@@ -110,9 +119,10 @@ class DetectionTask(FaceforgeCheckpointMixin, pl.LightningModule):
     ) -> None:
         super().__init__()
         if loss not in ("bce", "mse"):
-            raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
-        if video_aggregation not in ("mean", "max", "vote"):
-            raise ValueError(f"video_aggregation must be 'mean', 'max' or 'vote', got {video_aggregation!r}")
+            raise DetectionConfigError(f"model.loss must be 'bce' or 'mse', got {loss!r}")
+        if video_aggregation not in VIDEO_AGGREGATIONS:
+            raise DetectionConfigError(f"model.video_aggregation must be one of {', '.join(VIDEO_AGGREGATIONS)}, "
+                                       f"got {video_aggregation!r}")
         input = dict(input) if input is not None else None  # a plain dict hyperparameter
         self.save_hyperparameters(ignore=["net"])
         self.net = net

@@ -19,6 +19,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
+from faceforge.errors import FaceforgeError
+
 #: Permission bits asked for when creating a file; the process umask (and a default ACL) removes some of them.
 FILE_MODE = 0o666
 _NAME_ATTEMPTS = 100
@@ -43,6 +45,42 @@ def _create_temp(directory: Path, prefix: str, suffix: str) -> Path:
     raise FileExistsError(errno.EEXIST, f"no free temporary file name in {directory}")
 
 
+class OutputPathError(FaceforgeError, OSError):
+    """A destination that cannot be written: its folder cannot be created (a file is in the way, no permission) or
+    it is itself a folder. The message names the destination; ``errno`` is the underlying error's (so a full disk
+    is still recognisable)."""
+
+
+def _output_error(path: Path, exc: OSError) -> OutputPathError:
+    if path.is_dir():
+        why = "it is a folder"
+    elif any(p.exists() and not p.is_dir() for p in path.parents):
+        blocker = next(p for p in reversed(path.parents) if p.exists() and not p.is_dir())
+        why = f"{blocker} is a file, not a folder"
+    else:
+        why = exc.strerror or str(exc)
+    err = OutputPathError(f"cannot write {path}: {why}")
+    err.errno = exc.errno
+    return err
+
+
+def check_destination(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, a destination :func:`atomic_path` could not write: a folder, or a path under a file.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputPathError: naming the destination and what is in the way.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise _output_error(path, IsADirectoryError(errno.EISDIR, "is a folder"))
+    if any(p.exists() and not p.is_dir() for p in path.parents):
+        raise _output_error(path, NotADirectoryError(errno.ENOTDIR, "not a folder"))
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
@@ -57,14 +95,22 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     do) keeps that mode, so the final file has it too.
 
     Raises:
+        OutputPathError: the folder cannot be created or written, or ``path`` is a folder (before the body runs when
+            it can be told then).
         Whatever the body raises; the temporary file is then removed and ``path`` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _create_temp(path.parent, f".{path.name}.", suffix if suffix is not None else path.suffix)
+    path = check_destination(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _create_temp(path.parent, f".{path.name}.", suffix if suffix is not None else path.suffix)
+    except OSError as exc:
+        raise _output_error(path, exc) from exc
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise _output_error(path, exc) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
