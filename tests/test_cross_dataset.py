@@ -42,4 +42,11 @@ def test_bad_results_file_is_named(tmp_path, capsys):
     bad.parent.mkdir()
     bad.write_text("{not json")
     assert main([str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert str(bad) in capsys.readouterr().out
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_named_before_anything_is_read(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip() == (f"faceforge-cross-dataset: cannot write {tmp_path}/afile/"
+                                               f"cross_dataset.md: {tmp_path}/afile is a file, not a folder")

@@ -19,11 +19,12 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from faceforge.errors import FaceforgeError
-from faceforge.utils.atomic import atomic_write_json, atomic_write_text
+from faceforge.utils.atomic import OutputPathError, atomic_write_json, atomic_write_text, check_destination
 
 METRICS = ("auc", "eer", "ap", "acc", "precision", "recall", "f1")
 LEVELS = ("frame", "video")
@@ -137,11 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
     args = parser.parse_args(argv)
     try:
+        check_destination(Path(args.out) / "cross_dataset.md")  # an --out that is a file, or under one
         results = [load_result(p) for p in find_results(args.results)]
-    except ResultsError as exc:
-        print(f"faceforge-cross-dataset: {exc}")
+    except (ResultsError, OutputPathError) as exc:
+        print(f"faceforge-cross-dataset: {exc}", file=sys.stderr)
         return 2
-    paths = write_cross_dataset_tables(results, args.out, args.metrics, args.levels)
+    try:
+        paths = write_cross_dataset_tables(results, args.out, args.metrics, args.levels)
+    except FaceforgeError as exc:
+        print(f"faceforge-cross-dataset: {exc}", file=sys.stderr)
+        return 1
     print(paths[0].read_text(encoding="utf-8"))
     print(f"written: {', '.join(map(str, paths))}")
     return 0
