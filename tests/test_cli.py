@@ -51,7 +51,7 @@ def test_dispatched_subcommands_reach_the_existing_mains(tmp_path: Path, capsys:
     # cross-dataset over a folder with no evaluation runs: the existing command's own error and status
     code = main(["cross-dataset", str(tmp_path), "--out", str(tmp_path / "tables")])
     assert code == 2
-    assert "faceforge-cross-dataset:" in capsys.readouterr().out  # its own message
+    assert "faceforge-cross-dataset:" in capsys.readouterr().err  # its own message, on stderr
     assert not (tmp_path / "tables").exists()
 
 
