@@ -214,6 +214,20 @@ def test_resumes_finished_runs_and_reports_failures(tmp_path: Path) -> None:
     assert prov["runs"][0]["resolved_config"]["seed"] == 3
 
 
+def test_a_command_line_override_hydra_refuses_stops_before_any_run(tmp_path: Path) -> None:
+    from faceforge.experiments.runner import ExperimentError
+
+    spec = load_spec(_write(tmp_path, MINIMAL))
+    runner = FakeRunner()
+    with pytest.raises(ExperimentError, match=r"--override data\.batchsize=4: Could not override 'data\.batchsize'"):
+        run_experiment(spec, tmp_path / "out", profile="embedded", runner=runner, project_root=ROOT,
+                       extra_overrides=["data.batchsize=4"])
+    assert runner.calls == [] and not (tmp_path / "out").exists()
+    run_experiment(spec, tmp_path / "ok", profile="embedded", runner=runner, project_root=ROOT,
+                   extra_overrides=["data.batch_size=4"])
+    assert runner.calls and all("data.batch_size=4" in call for call in runner.calls)
+
+
 def test_evaluate_only_trains_nothing_and_marks_missing_checkpoints(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, MINIMAL))
     runner = FakeRunner()

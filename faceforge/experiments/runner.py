@@ -162,6 +162,22 @@ def _check_extra(overrides: Sequence[str]) -> list[str]:
     return out
 
 
+def _check_composes(overrides: Sequence[str], extra: Sequence[str]) -> None:
+    """Compose ``conf/train.yaml`` with one training run's overrides (nothing runs).
+
+    Raises:
+        ExperimentError: Hydra refuses them (an unknown key or config, a malformed value), naming ``extra``.
+    """
+    from hydra.errors import HydraException
+
+    from faceforge.data.core.prepared import compose_config
+
+    try:
+        compose_config(list(overrides))
+    except HydraException as exc:
+        raise ExperimentError(f"--override {' '.join(extra)}: {' '.join(str(exc).split())}") from None
+
+
 def _run_command(cmd: list[str], log_path: Path, cwd: Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as fh:
@@ -240,6 +256,10 @@ def _run_all(spec: ExperimentSpec, prof: Profile, out_dir: str | Path, evaluate_
     records: list[RunRecord] = []
     evals: list[EvalRecord] = []
 
+    first = next((m for m in spec.models if m.id in selected), None)
+    if extra and first is not None:  # the command line's overrides: a mistake there stops before any run
+        _check_composes([*prof.datasets[first.train_on].overrides, *prof.model_args(first), *prof.train_overrides,
+                         *extra], extra)
     for model in (m for m in spec.models if m.id in selected):
         rec = RunRecord(model.id, "reproduced", model.label, model.train_on)
         run_dir = runs_dir / "train" / "runs" / model.id
