@@ -26,6 +26,14 @@ T = TypeVar("T")
 __all__ = ["prefetch", "FrameList", "FrameStream", "VideoDecodeError", "VideoInfo", "probe_video", "read_frames"]
 
 
+def _ffmpeg_message(exc: BaseException) -> str:
+    """FFmpeg's words for a PyAV error, without its internal error code or the file name (callers name the file):
+    ``"[Errno 1094995529] Invalid data found when processing input: 'x.mp4'"`` -> ``"Invalid data found when
+    processing input"``."""
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else str(exc)
+
+
 class VideoDecodeError(FaceforgeError, RuntimeError):
     """A video file cannot be opened or decoded.
 
@@ -165,7 +173,7 @@ class FrameStream(_DecodeStatus):
                 if index >= last:
                     break
         except (av.FFmpegError, EOFError) as exc:
-            self.error = str(exc)
+            self.error = _ffmpeg_message(exc)
         finally:
             self.close()
 
@@ -189,7 +197,7 @@ def _open(path: str | Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise VideoDecodeError(path, f"cannot open: {exc}") from exc
+        raise VideoDecodeError(path, f"cannot open: {_ffmpeg_message(exc)}") from exc
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(path, "no video stream")
@@ -229,7 +237,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             try:
                 num_frames = sum(1 for pkt in container.demux(stream) if pkt.size > 0)
             except av.FFmpegError as exc:
-                raise VideoDecodeError(path, f"cannot count frames: {exc}") from exc
+                raise VideoDecodeError(path, f"cannot count frames: {_ffmpeg_message(exc)}") from exc
             source = "packets"
         return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height, num_frames_source=source)
     finally:
