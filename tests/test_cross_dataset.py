@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from faceforge.reporting.cross_dataset import cross_dataset_matrix, load_result, main
+import pytest
+
+from faceforge.reporting.cross_dataset import ResultsError, cross_dataset_matrix, load_result, main
 from faceforge.utils.atomic import atomic_write_json
 
 
@@ -50,3 +52,14 @@ def test_an_out_that_is_a_file_is_named_before_anything_is_read(tmp_path, capsys
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "afile")]) == 2
     assert capsys.readouterr().err.strip() == (f"faceforge-cross-dataset: cannot write {tmp_path}/afile/"
                                                f"cross_dataset.md: {tmp_path}/afile is a file, not a folder")
+
+
+def test_two_results_for_one_cell_are_refused_not_dropped(tmp_path, capsys):
+    """One checkpoint evaluated twice on data of one name (FF++ c23 and c40 are both `ffpp`): an error naming
+    both files, never a table that silently keeps the last one."""
+    first = _result(tmp_path / "c23", "ffpp", "ffpp", 0.91)
+    second = _result(tmp_path / "c40", "ffpp", "ffpp", 0.62)
+    a, b = load_result(first), load_result(second)
+    b["checkpoint"]["path"] = a["checkpoint"]["path"]  # the same checkpoint
+    with pytest.raises(ResultsError, match=f"{first} and {second} both hold ffpp tested on ffpp"):
+        cross_dataset_matrix([a, b])

@@ -75,6 +75,11 @@ def test_eer_single_class_is_nan_and_bad_input_raises() -> None:
         binary_eer(torch.tensor([0.2, 0.9]), torch.tensor([0, 2]))
     with pytest.raises(ValueError):
         binary_eer(torch.tensor([0.2, 0.9, 0.1]), torch.tensor([0, 1]))
+    from faceforge.errors import FaceforgeError
+    from faceforge.metrics.detection import DetectionScores
+
+    with pytest.raises(FaceforgeError, match="preds contain NaN: the network produced non-finite outputs"):
+        DetectionScores().update(torch.tensor([float("nan"), 0.5]), torch.tensor([1, 0]), torch.tensor([0, 1]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,6 +209,14 @@ def test_the_trivial_baseline_is_the_best_constant_predictor() -> None:
     assert base["video"]["acc"] == pytest.approx(3 / 5) and base["video"]["n"] == 5
     mostly_real = constant_baseline(1 - labels, video)
     assert mostly_real["frame"]["acc"] == pytest.approx(5 / 8) and mostly_real["frame"]["recall"] == 0.0
+    # fake videos with many frames, real ones with few: the frame majority (fake) is not the video majority (real)
+    labels = torch.tensor([1] * 30 + [0] * 5)
+    video = torch.tensor([i // 10 for i in range(30)] + [3, 4, 5, 6, 7])
+    base = constant_baseline(labels, video)
+    assert base["frame"]["acc"] == pytest.approx(30 / 35) and base["frame"]["recall"] == 1.0
+    assert base["video"]["acc"] == pytest.approx(5 / 8) and base["video"]["recall"] == 0.0  # "always real"
+    # a constant of certainty 1 is "fake" whatever the detector's threshold
+    assert constant_baseline(torch.tensor([1, 1, 1, 0]), torch.arange(4), threshold=1.0)["frame"]["acc"] == 0.75
 
 
 def test_detection_report_without_groups_or_single_method() -> None:

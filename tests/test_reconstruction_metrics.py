@@ -163,6 +163,18 @@ def test_landmark_nme_yaw_bins_and_balanced_mean() -> None:
     assert s["nme"].item() == pytest.approx(nmes.mean().item())  # still counted overall
 
 
+def test_yaw_bins_take_edge_yaws_after_float32_radians_as_3ddfa_does() -> None:
+    """30 and 60 degrees that went through float32 radians (as the data serve yaw) stay in [0, 30] and (30, 60],
+    95 degrees joins the last bin, NaN joins none: the one definition used by the NME and the per-yaw IoU."""
+    from faceforge.metrics.reconstruction import yaw_bin_masks
+
+    degrees = [0.0, 30.0, 30.5, 60.0, 60.5, 90.0, 95.0, float("nan")]
+    through_f32 = torch.rad2deg(torch.deg2rad(torch.tensor(degrees, dtype=torch.float64)).float().double()).abs()
+    assert through_f32[1] > 30 and through_f32[3] > 60  # the float32 round trip lands just above the edges
+    masks = yaw_bin_masks(through_f32, ((0, 30), (30, 60), (60, 90)))
+    assert [m.nonzero().flatten().tolist() for m in masks] == [[0, 1], [2, 3], [4, 5, 6]]
+
+
 def test_landmark_nme_empty_bin_no_yaw_and_errors() -> None:
     gt = _face_box_landmarks()[None]
     m = LandmarkNME()

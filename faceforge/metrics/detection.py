@@ -31,10 +31,13 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
+from faceforge.errors import FaceforgeError
+
 __all__ = [
     "METRIC_KEYS",
     "BinaryEER",
     "DetectionScores",
+    "NonFiniteScoresError",
     "aggregate_by_video",
     "binary_detection_metrics",
     "binary_eer",
@@ -52,6 +55,10 @@ _AGGREGATIONS = ("mean", "max", "vote")
 # Input checks
 # --------------------------------------------------------------------------------------------------------------
 
+class NonFiniteScoresError(FaceforgeError, ValueError):
+    """Scores holding NaN: the network produced non-finite outputs, so no metric of them means anything."""
+
+
 def _check_pair(preds: Tensor, target: Tensor, name: str) -> tuple[Tensor, Tensor]:
     """Validate 1-D (N,) scores and (N,) {0,1} labels; return them as float / int64 CPU-agnostic tensors."""
     preds, target = torch.as_tensor(preds), torch.as_tensor(target)
@@ -68,7 +75,8 @@ def _check_pair(preds: Tensor, target: Tensor, name: str) -> tuple[Tensor, Tenso
         raise ValueError(f"{name}: target must hold only 0 (real) and 1 (fake), got values "
                          f"{torch.unique(target).tolist()[:10]}")
     if torch.isnan(preds).any():
-        raise ValueError(f"{name}: preds contain NaN")
+        raise NonFiniteScoresError(f"{name}: preds contain NaN: the network produced non-finite outputs (a diverged "
+                                   f"model, or a checkpoint saved after its loss became NaN)")
     return preds, target.long()
 
 
@@ -359,23 +367,36 @@ def _frame_and_video(probs: Tensor, labels: Tensor, video_idx: Tensor, how: str,
 def constant_baseline(labels: Tensor, video_idx: Tensor, threshold: float = 0.5) -> dict[str, dict[str, float]]:
     """The best constant predictor on these labels, the trivial baseline shown beside every detector.
 
-    It answers every frame (and so every video) with the majority label's certainty (P(fake) 1 when at least half
-    the frames are fake, else 0): AUC 0.5, EER 0.5, AP the share of fakes, ACC the majority share. A detector that
-    does not beat it has learnt nothing; its accuracy is what "always fake" or "always real" scores, which on
-    unbalanced data (FaceForensics++ has four fakes per real) is far above 0.5.
+    At each level it answers every sample with that level's majority label, with certainty (P(fake) 1 when at
+    least half the frames, or half the videos, are fake, else 0): AUC 0.5, EER 0.5, AP the share of fakes, ACC the
+    majority share. The two levels are decided separately, since fake videos may have more frames than real ones
+    (the frame majority need not be the video majority). A detector that does not beat it has learnt nothing; its
+    accuracy is what "always fake" or "always real" scores, which on unbalanced data (FaceForensics++ has four
+    fakes per real) is far above 0.5.
 
     Args:
         labels: (N,) int {0, 1} frame labels.
         video_idx: (N,) int video index.
-        threshold: decision threshold.
+        threshold: the detector's decision threshold; unused (a constant of certainty 0 or 1 is its own decision,
+            whatever the threshold: "always fake" is fake even at threshold 1).
 
     Returns:
         ``{"frame": metrics, "video": metrics}`` as from :func:`binary_detection_metrics`.
+
+    Raises:
+        ValueError: as :func:`aggregate_by_video` (mixed labels within a video, bad shapes).
     """
+    del threshold
+
+    def constant(lab: Tensor) -> Tensor:
+        fake = float(lab.float().mean()) >= 0.5 if lab.numel() else True
+        return torch.full(lab.shape, 1.0 if fake else 0.0, dtype=torch.float32, device=lab.device)
+
     labels = torch.as_tensor(labels)
-    fake = float(labels.float().mean()) >= 0.5 if labels.numel() else True
-    probs = torch.full(labels.shape, 1.0 if fake else 0.0, dtype=torch.float32, device=labels.device)
-    return _frame_and_video(probs, labels, torch.as_tensor(video_idx), "mean", threshold)
+    _, video_labels, _ = aggregate_by_video(torch.zeros(labels.shape, dtype=torch.float32, device=labels.device),
+                                            labels, torch.as_tensor(video_idx), how="mean")
+    return {"frame": binary_detection_metrics(constant(labels), labels, 0.5),
+            "video": binary_detection_metrics(constant(video_labels), video_labels, 0.5)}
 
 
 def detection_report(scores: dict[str, Tensor], group_names: Sequence[str] | None = None,

@@ -77,6 +77,7 @@ __all__ = [
     "outer_interocular_distance",
     "umeyama",
     "volumetric_iou",
+    "yaw_bin_masks",
 ]
 
 #: 0-based indices of the outer eye corners in the 68-point (iBUG / Multi-PIE) markup (37 and 46, 1-based).
@@ -296,6 +297,32 @@ def landmark_nme(pred: Tensor, target: Tensor, normalisation: Literal["box", "in
 _YAW_EDGE_TOLERANCE_DEG = 1e-4
 
 
+def yaw_bin_masks(yaw_deg: Tensor, yaw_bins: Sequence[tuple[float, float]],
+                  extend_last_bin: bool = True) -> list[Tensor]:
+    """Which samples fall in each yaw bin, 3DDFA's AFLW2000-3D way: ``[lo, hi]`` for the first bin, ``(lo, hi]`` for
+    the others, edges compared with a tolerance of 1e-4 degrees (a yaw of exactly 30 degrees that went through
+    float32 radians is still in [0, 30]). One definition for every per-yaw number (NME, IoU).
+
+    Args:
+        yaw_deg: (N,) float absolute yaw in degrees (NaN: in no bin).
+        yaw_bins: ``((lo, hi), ...)`` in degrees, increasing.
+        extend_last_bin: the last bin also takes every yaw above its upper edge (3DDFA's [60, 90] holds yaws > 90).
+
+    Returns:
+        One (N,) bool tensor per bin.
+    """
+    yaw_deg = torch.as_tensor(yaw_deg)
+    masks = []
+    tol = _YAW_EDGE_TOLERANCE_DEG
+    for i, (lo, hi) in enumerate(yaw_bins):
+        lower = yaw_deg >= lo - tol if i == 0 else yaw_deg > lo + tol
+        upper = yaw_deg <= hi + tol
+        if i == len(yaw_bins) - 1 and extend_last_bin:
+            upper = torch.ones_like(upper)
+        masks.append(lower & upper & torch.isfinite(yaw_deg))
+    return masks
+
+
 def _bin_key(lo: float, hi: float) -> str:
     return f"{lo:g}_{hi:g}"
 
@@ -369,15 +396,7 @@ class LandmarkNME(Metric):
         self.yaw_deg.append(yaw_deg.to(self.device))
 
     def _bin_masks(self, yaw_deg: Tensor) -> list[Tensor]:
-        masks = []
-        tol = _YAW_EDGE_TOLERANCE_DEG
-        for i, (lo, hi) in enumerate(self.yaw_bins):
-            lower = yaw_deg >= lo - tol if i == 0 else yaw_deg > lo + tol
-            upper = yaw_deg <= hi + tol
-            if i == len(self.yaw_bins) - 1 and self.extend_last_bin:
-                upper = torch.ones_like(upper)
-            masks.append(lower & upper & torch.isfinite(yaw_deg))
-        return masks
+        return yaw_bin_masks(yaw_deg, self.yaw_bins, self.extend_last_bin)
 
     def compute(self) -> dict[str, Tensor]:
         """Overall, per-bin and balanced NME (see the class docstring)."""

@@ -68,6 +68,7 @@ def load_result(path: Path) -> dict[str, Any]:
             raise ResultsError(f"{path}: lacks {key!r} (was it written by evaluate.py?)")
     if not all(level in data["metrics"] for level in LEVELS):
         raise ResultsError(f"{path}: metrics lack frame/video levels (not a detection result)")
+    data["_file"] = str(path)  # for messages
     return data
 
 
@@ -84,12 +85,25 @@ def _row_labels(results: Sequence[dict[str, Any]]) -> list[str]:
 
 def cross_dataset_matrix(results: Sequence[dict[str, Any]], metric: str = "auc",
                          level: str = "frame") -> dict[str, dict[str, float | None]]:
-    """``{trained on: {tested on: value}}`` for one metric at one level (None where undefined)."""
+    """``{trained on: {tested on: value}}`` for one metric at one level (None where undefined).
+
+    Raises:
+        ResultsError: two results would fill one cell (the same checkpoint evaluated twice on data of one name,
+            e.g. FF++ c23 and c40 both ``ffpp``): a table never drops one of them silently.
+    """
     matrix: dict[str, dict[str, float | None]] = {}
+    source: dict[tuple[str, str], str] = {}
     for label, res in zip(_row_labels(results), results):
         value = res["metrics"][level].get(metric)
         value = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-        matrix.setdefault(label, {})[str(res["tested_on"])] = value
+        cell = (label, str(res["tested_on"]))
+        here = str(res.get("_file") or res["checkpoint"].get("path", "?"))
+        if cell in source:
+            raise ResultsError(f"{source[cell]} and {here} both hold {label} tested on {cell[1]}: one table cell "
+                               f"cannot show two results; pass one of them, or evaluate into folders of their own "
+                               f"and make a table of each")
+        source[cell] = here
+        matrix.setdefault(label, {})[cell[1]] = value
     return matrix
 
 
@@ -145,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         paths = write_cross_dataset_tables(results, args.out, args.metrics, args.levels)
+    except ResultsError as exc:
+        print(f"faceforge-cross-dataset: {exc}", file=sys.stderr)
+        return 2
     except FaceforgeError as exc:
         print(f"faceforge-cross-dataset: {exc}", file=sys.stderr)
         return 1

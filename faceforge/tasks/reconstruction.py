@@ -86,6 +86,7 @@ from faceforge.metrics.reconstruction import (
     mesh_nme,
     outer_interocular_distance,
     volumetric_iou,
+    yaw_bin_masks,
 )
 from faceforge.metrics.rows import SampleRows
 from faceforge.models.vrn import decode_heatmaps, gaussian_heatmaps, image_to_heatmap_points
@@ -686,11 +687,9 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         self.test_rows.reset()
         if gathered:
             outputs = {k: v.detach().cpu().numpy() for k, v in gathered.items()}
-            yaw_deg = np.abs(np.degrees(outputs["yaw"].astype(np.float64)))
-            for lo, hi in YAW_BINS:
-                sel = (yaw_deg >= lo) & (yaw_deg <= hi) if lo == 0 else (yaw_deg > lo) & (yaw_deg <= hi)
-                if hi == YAW_BINS[-1][1]:
-                    sel = sel | (yaw_deg > hi)
+            yaw_deg = torch.from_numpy(np.abs(np.degrees(outputs["yaw"].astype(np.float64))))
+            for (lo, hi), sel in zip(YAW_BINS, yaw_bin_masks(yaw_deg, YAW_BINS)):  # the NME's bins, edges included
+                sel = sel.numpy()
                 report[f"iou_{lo}_{hi}"] = float(outputs["iou"][sel].mean()) if sel.any() else float("nan")
             if self.mesh_nme_enabled:
                 for key in ("mesh_nme", "baseline_mesh_nme"):
