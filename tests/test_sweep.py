@@ -142,3 +142,23 @@ def test_command_line_mistakes_are_one_line(tmp_path, project_root, args, code, 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(start), proc.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_the_wandb_sweep_spec_drives_train_py_with_overrides_hydra_accepts(project_root) -> None:
+    """experiments/sweeps/wandb_meso4.yaml: its fixed command overrides and one value of each swept parameter (as
+    the agent passes them through ${args_no_hyphens}) compose with conf/train.yaml; runs report to W&B online."""
+    import yaml
+
+    from faceforge.data.core.prepared import compose_config
+
+    spec = yaml.safe_load((project_root / "experiments" / "sweeps" / "wandb_meso4.yaml").read_text())
+    assert spec["program"] == "train.py" and "${args_no_hyphens}" in spec["command"]
+    fixed = [c for c in spec["command"] if not c.startswith("${")]
+    assert "logger.wandb.offline=false" in fixed  # the controller needs each run's val/auc online
+    sampled = []
+    for key, values in spec["parameters"].items():
+        value = values["values"][0] if "values" in values else values["min"]
+        sampled.append(f"{key}={value}")
+    cfg = compose_config([*fixed, *sampled])
+    assert cfg.model.monitor == spec["metric"]["name"] and cfg.logger.wandb.offline is False
+    assert cfg.data.batch_size == spec["parameters"]["data.batch_size"]["values"][0]

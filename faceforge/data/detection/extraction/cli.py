@@ -50,11 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     from faceforge.data.detection.readers import READERS
 
     p = argparse.ArgumentParser(prog=PROG, description="Extract face crops (MTCNN) from the videos of an official "
-                                "dataset layout and write a face index (face_index.csv). Resumable: rerun the "
+                                "dataset layout and write a face index (face_index.parquet). Resumable: rerun the "
                                 "same command to continue an interrupted run.")
     p.add_argument("--dataset", required=True, choices=sorted(READERS), help="dataset layout to read")
     p.add_argument("--root", required=True, help="dataset root folder")
-    p.add_argument("--output", required=True, help="output folder (crops, markers, face_index.csv)")
+    p.add_argument("--output", required=True, help="output folder (crops, markers, face_index.parquet)")
     g = p.add_argument_group("frame sampling")
     g.add_argument("--num-frames", type=int, help=f"frames sampled per video ({_FROM_CONFIG}.num_frames)")
     g.add_argument("--sampling", choices=["evenly", "stride", "contiguous"],
