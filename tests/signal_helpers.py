@@ -13,14 +13,18 @@ from pytorch_lightning.callbacks import Callback
 
 class SignalAt(Callback):
     """Send ``signum`` (a name: ``SIGKILL``, ``SIGTERM``, ``SIGUSR1``) to this process at the end of the training
-    batch that makes ``global_step == step``, as a job scheduler would."""
+    batch that makes ``global_step == step``, as a job scheduler would; or, with ``batch``, at the end of this
+    process's ``batch``-th training batch (1-based; with gradient accumulation several batches share a step)."""
 
-    def __init__(self, step: int, signum: str) -> None:
+    def __init__(self, step: int = -1, signum: str = "SIGTERM", batch: int | None = None) -> None:
         self.step = int(step)
         self.signum = getattr(signal, signum)
+        self.batch = batch
+        self._batches = 0
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == self.step:
+        self._batches += 1
+        if (self._batches == self.batch) if self.batch is not None else (trainer.global_step == self.step):
             os.kill(os.getpid(), self.signum)
 
 

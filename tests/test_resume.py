@@ -162,6 +162,38 @@ def test_sigusr1_mid_epoch_with_worker_processes(reference: Path, base: Path, pr
 
 
 @pytest.mark.slow
+def test_sigterm_inside_a_gradient_accumulation_window(base: Path, project_root: Path) -> None:
+    """With accumulate_grad_batches=2 a signal after the first batch of a window stops after the second (the
+    half-accumulated gradients are in no checkpoint), and the resumed run equals the uninterrupted one."""
+    acc = ["+trainer.accumulate_grad_batches=2", "trainer.max_epochs=3", "logger=csv"]
+    run_cli(project_root, "train.py", *_args(base, "acc_reference", *acc))
+    run = base / "logs" / "train" / "runs" / "acc_term"
+    term = ["+callbacks.sig._target_=tests.signal_helpers.SignalAt", f"+callbacks.sig.batch={STEPS_PER_EPOCH + 1}",
+            "+callbacks.sig.signum=SIGTERM"]  # the first batch of the second epoch: mid-window
+    _run_expecting(project_root, _args(base, "acc_term", *acc, *term), 128 + signal.SIGTERM)
+    ckpt = _ckpt(run)
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+    assert ckpt["global_step"] == (STEPS_PER_EPOCH + 2) // 2  # the window's optimiser step was taken
+    run_cli(project_root, "train.py", *_args(base, "acc_term", *acc, "ckpt_path=last"))
+    assert_same_run(base / "logs" / "train" / "runs" / "acc_reference", run)
+
+
+@pytest.mark.slow
+def test_sigkill_with_validation_twice_an_epoch(base: Path, project_root: Path) -> None:
+    """trainer.val_check_interval=0.5: last.ckpt is written at epoch ends only, so a killed run redoes its
+    epoch and the CSV history (epoch means included) equals the uninterrupted run's."""
+    half = ["+trainer.val_check_interval=0.5", "trainer.max_epochs=3", "logger=csv"]
+    run_cli(project_root, "train.py", *_args(base, "half_reference", *half))
+    run = base / "logs" / "train" / "runs" / "half_kill"
+    kill = ["+callbacks.sig._target_=tests.signal_helpers.SignalAt", f"+callbacks.sig.step={STEPS_PER_EPOCH + 3}",
+            "+callbacks.sig.signum=SIGKILL"]  # after the second epoch's mid-epoch validation
+    _run_expecting(project_root, _args(base, "half_kill", *half, *kill), -signal.SIGKILL)
+    assert _ckpt(run)["global_step"] == STEPS_PER_EPOCH  # the first epoch's end, not the mid-epoch validation
+    run_cli(project_root, "train.py", *_args(base, "half_kill", *half, "ckpt_path=last"))
+    assert_same_run(base / "logs" / "train" / "runs" / "half_reference", run)
+
+
+@pytest.mark.slow
 def test_plateau_scheduler_takes_every_step_across_resumes(base: Path, project_root: Path) -> None:
     """ReduceLROnPlateau steps after the epoch-end checkpoint, and Lightning skips it for an epoch resumed mid-way:
     the run takes those steps after the resume (a SIGTERM in epoch 1, then a stop at the end of epoch 1)."""

@@ -4,8 +4,10 @@
   rank)``, so dropout (and any other draw a network makes from the global generator) is the same in an
   uninterrupted run and in a resumed one.
 * :class:`GracefulStop` turns SIGTERM and SIGUSR1 during ``fit`` into a clean stop with a checkpoint: the training
-  batch being run is finished; if the epoch has more batches, ``last.ckpt`` is written there (mid-epoch: the loader
-  position, the optimiser, and the epoch's partial training metrics go with it); if it was the epoch's last batch,
+  batch being run is finished (with ``trainer.accumulate_grad_batches`` > 1, the batches up to the end of the
+  accumulation window too, whose gradients no checkpoint holds); if the epoch has more batches, ``last.ckpt`` is
+  written there (mid-epoch: the loader position, the optimiser, and the epoch's partial training metrics go with
+  it); if it was the epoch's last batch,
   the epoch is finished (validation, the epoch-end checkpoints) instead. Then :class:`RunInterrupted` is raised;
   ``train.py`` prints one line and exits with ``128 + signal``. ``python train.py run_name=NAME ckpt_path=last``
   continues from there with the weights and metrics of a run that was never stopped.
@@ -209,6 +211,8 @@ class GracefulStop(Callback):
         last = epoch_loop.batch_progress.is_last_batch or batch_idx + 1 >= trainer.num_training_batches
         if last:  # let the epoch end; on_train_epoch_start (or the end of fit) stops the run
             return
+        if (batch_idx + 1) % max(1, int(trainer.accumulate_grad_batches)) != 0:
+            return  # gradients of an unfinished accumulation window are in no checkpoint: stop after its last batch
         self._saving = True
         try:
             trainer.save_checkpoint(self.checkpoint_path)
