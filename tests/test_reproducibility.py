@@ -54,8 +54,10 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert x["state_dict"].keys() == y["state_dict"].keys()
         differ = [k for k in x["state_dict"] if not torch.equal(x["state_dict"][k], y["state_dict"][k])]
         assert not differ, f"{pa.name}: tensors differ: {differ[:5]}"
-        ox, oy = x["optimizer_states"][0]["state"], y["optimizer_states"][0]["state"]
-        assert all(torch.equal(ox[p][s], oy[p][s]) for p in ox for s in ox[p] if torch.is_tensor(ox[p][s]))
+        assert len(x["optimizer_states"]) == len(y["optimizer_states"])  # a GAN has two
+        for opt_x, opt_y in zip(x["optimizer_states"], y["optimizer_states"]):
+            ox, oy = opt_x["state"], opt_y["state"]
+            assert all(torch.equal(ox[p][s], oy[p][s]) for p in ox for s in ox[p] if torch.is_tensor(ox[p][s]))
     assert json.loads((a / "metrics.json").read_text())["metrics"] == \
         json.loads((b / "metrics.json").read_text())["metrics"]
     assert (a / "test_report.json").read_text() == (b / "test_report.json").read_text()
