@@ -22,6 +22,11 @@ class ArrayUnpickler(pickle.Unpickler):
         ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
 
     def find_class(self, module: str, name: str) -> Any:
+        """The class a pickle names, only from the NumPy array allowlist.
+
+        Raises:
+            pickle.UnpicklingError: any other ``module.name`` (nothing outside the allowlist is imported).
+        """
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays are allowed)")

@@ -35,6 +35,7 @@ class VideoRecord:
     source_id: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-able values (``path`` as a string)."""
         d = asdict(self)
         d["path"] = str(self.path)
         return d
@@ -65,6 +66,7 @@ class ReaderReport:
         self.errors.append(message)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-able values: the lists, ``skipped`` counts by kind, and ``counts`` of each list."""
         return {"missing": self.missing, "unlabelled": self.unlabelled, "unassigned": self.unassigned,
                 "errors": self.errors, "skipped": dict(self.skipped),
                 "counts": {k: len(v) for k, v in (("missing", self.missing), ("unlabelled", self.unlabelled),
