@@ -687,10 +687,12 @@ class VolumeRegressionTask(FaceforgeCheckpointMixin, pl.LightningModule):
         self.test_rows.reset()
         if gathered:
             outputs = {k: v.detach().cpu().numpy() for k, v in gathered.items()}
-            yaw_deg = torch.from_numpy(np.abs(np.degrees(outputs["yaw"].astype(np.float64))))
+            # 1-D even for one test sample (the gathered rows of a single sample are 0-d)
+            yaw_deg = torch.as_tensor(np.atleast_1d(np.abs(np.degrees(outputs["yaw"].astype(np.float64)))))
+            iou = np.atleast_1d(outputs["iou"])
             for (lo, hi), sel in zip(YAW_BINS, yaw_bin_masks(yaw_deg, YAW_BINS)):  # the NME's bins, edges included
                 sel = sel.numpy()
-                report[f"iou_{lo}_{hi}"] = float(outputs["iou"][sel].mean()) if sel.any() else float("nan")
+                report[f"iou_{lo}_{hi}"] = float(iou[sel].mean()) if sel.any() else float("nan")
             if self.mesh_nme_enabled:
                 for key in ("mesh_nme", "baseline_mesh_nme"):
                     values = outputs[key].astype(np.float64)
