@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,18 +146,17 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from faceforge.serve.app import ServeSettings, run_server
+    from faceforge.serve.app import ServeError, ServeSettings, run_server
 
     if not 0 <= args.port <= 65535:
         return _usage_error("serve", f"--port must be in 0..65535, got {args.port}")
-    if args.frames is not None and args.frames < 1:
-        return _usage_error("serve", f"--frames must be >= 1, got {args.frames}")
-    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
-        return _usage_error("serve", f"--max-upload-mb must be a number > 0, got {args.max_upload_mb}")
-    if not args.max_video_s > 0:  # also refuses nan
-        return _usage_error("serve", f"--max-video-s must be > 0, got {args.max_video_s}")
-    run_server(ServeSettings(ckpt=args.ckpt, recon_ckpt=args.recon_ckpt, max_upload_mb=args.max_upload_mb,
-                             max_video_s=args.max_video_s, frames=args.frames), host=args.host, port=args.port)
+    settings = ServeSettings(ckpt=args.ckpt, recon_ckpt=args.recon_ckpt, max_upload_mb=args.max_upload_mb,
+                             max_video_s=args.max_video_s, frames=args.frames)
+    try:
+        settings.check()  # the limits: a usage error, before any model is loaded
+    except ServeError as exc:
+        return _usage_error("serve", str(exc))
+    run_server(settings, host=args.host, port=args.port)
     return 0
 
 

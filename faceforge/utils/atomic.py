@@ -99,7 +99,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             it can be told then).
         Whatever the body raises; the temporary file is then removed and ``path`` is untouched.
     """
-    path = check_destination(path)
+    path = Path(path)
+    if path.is_dir():  # one stat; a file in the way of the folder shows as mkdir's error below (no walk per write)
+        raise _output_error(path, IsADirectoryError(errno.EISDIR, "is a folder"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = _create_temp(path.parent, f".{path.name}.", suffix if suffix is not None else path.suffix)
