@@ -52,15 +52,16 @@ class OutputPathError(FaceforgeError, OSError):
 
 
 def _output_error(path: Path, exc: OSError) -> OutputPathError:
+    code = exc.errno
     if path.is_dir():
         why = "it is a folder"
     elif any(p.exists() and not p.is_dir() for p in path.parents):
         blocker = next(p for p in reversed(path.parents) if p.exists() and not p.is_dir())
-        why = f"{blocker} is a file, not a folder"
+        why, code = f"{blocker} is a file, not a folder", errno.ENOTDIR  # mkdir says EEXIST for the same
     else:
         why = exc.strerror or str(exc)
     err = OutputPathError(f"cannot write {path}: {why}")
-    err.errno = exc.errno
+    err.errno = code
     return err
 
 
